@@ -1,0 +1,95 @@
+"""The server's settings: their defaults, and the command line that sets them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import __version__
+from .protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_TEXT
+
+DEFAULT_PORT = 5500
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_text: int = DEFAULT_MAX_TEXT
+    msg_rate: float = 20.0  # messages per second per connection; 0 = no limit
+    msg_burst: int = 40
+    sendq: int = 1 << 20  # unsent bytes for one client before `bye slow_consumer`
+    max_clients: int = 10_000
+    max_per_ip: int = 64  # loopback is exempt
+    hello_timeout: float = 10.0
+    frame_timeout: float = 30.0
+    max_rooms: int = 50  # rooms per connection
+    history_size: int = 1000  # kept per room
+    backlog: int = 50  # messages replayed on join
+    motd: str | None = None
+    log_level: str = "INFO"
+    loop: str = "auto"
+    shutdown_timeout: float = 4.0
+    close_linger: float = 10.0  # how long a closed client may take to read its last bytes
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    p = argparse.ArgumentParser(
+        prog="chatserver",
+        description="A chat server: rooms, direct messages and history over one TCP port "
+        "for framed JSON, framed plain-text and line-mode (netcat/telnet) clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = p.add_argument
+    add("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
+    add("--port", type=int, default=d.port, help="TCP port (0 picks a free one)")
+    add("--max-frame", type=_positive_int, default=d.max_frame, help="largest frame, bytes")
+    add("--max-text", type=_positive_int, default=d.max_text, help="longest message text, bytes")
+    add("--msg-rate", type=_non_negative, default=d.msg_rate, help="messages/s per client; 0: none")
+    add("--msg-burst", type=_positive_int, default=d.msg_burst, help="messages a client may burst")
+    add("--sendq", type=_positive_int, default=d.sendq, help="unsent bytes before a client is cut")
+    add("--max-clients", type=_positive_int, default=d.max_clients, help="connections in all")
+    add("--max-per-ip", type=_positive_int, default=d.max_per_ip, help="connections per address")
+    add("--hello-timeout", type=_non_negative, default=d.hello_timeout, help="seconds to say hello")
+    add("--frame-timeout", type=_non_negative, default=d.frame_timeout, help="seconds per frame")
+    add("--max-rooms", type=_positive_int, default=d.max_rooms, help="rooms one client may join")
+    add("--history-size", type=_positive_int, default=d.history_size, help="messages kept a room")
+    add("--backlog", type=int, default=d.backlog, help="messages replayed to a joiner")
+    add("--motd", default=d.motd, help="message of the day sent with welcome")
+    add(
+        "--log-level",
+        default=d.log_level,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log detail (stderr); message text only at DEBUG",
+    )
+    add(
+        "--loop",
+        default=d.loop,
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop: auto uses uvloop when installed",
+    )
+    add("--version", action="version", version=f"chatserver {__version__}")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    ns = build_parser().parse_args(argv)
+    return Settings(**{k: v for k, v in vars(ns).items() if k in Settings.__dataclass_fields__})

@@ -1,0 +1,334 @@
+"""One client connection: sniffing its kind, the handshake, the read loop, limits.
+
+The task reads bytes, feeds them to the sans-I/O decoders, and hands each
+validated request to the hub. Output never goes through here: the hub queues
+it in :attr:`Connection.out` and flushes it once per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .commands import HELP_LINES, ShowHelp, parse_line
+from .encoding import encode_event, encode_lines
+from .protocol import (
+    Bye,
+    ClientKind,
+    Dm,
+    ErrorCode,
+    ErrorEvent,
+    FrameDecoder,
+    Hello,
+    History,
+    Join,
+    Leave,
+    LineDecoder,
+    Nick,
+    Ping,
+    ProtocolError,
+    Quit,
+    Rooms,
+    Say,
+    Who,
+    check_name,
+    decode_json_object,
+    is_json_payload,
+    parse_request,
+    sniff,
+)
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .hub import Hub
+
+log = logging.getLogger("chatserver")
+
+READ_SIZE = 65_536
+
+
+class Connection:
+    """A client as the hub sees it: its name, rooms, outbox and transport."""
+
+    __slots__ = ("closing", "key", "kind", "name", "out", "peer", "rooms", "session", "transport")
+
+    def __init__(self, transport: asyncio.Transport, peer: str) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.kind: ClientKind | None = None  # known once the first bytes arrive
+        self.name = ""
+        self.key: str | None = None  # the hub's key for this user, None when not registered
+        self.session: str | None = None
+        self.rooms: dict[str, None] = {}  # joined rooms, most recently joined last
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def current_room(self) -> str | None:
+        return next(reversed(self.rooms), None)
+
+    def close(self, bye: str | None = None, error: ErrorEvent | None = None) -> None:
+        """Write what is queued, then the error and ``bye`` if any, and close.
+
+        A client that will not read its last bytes is cut off after a linger.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        data = b"".join(self.out)
+        self.out.clear()
+        if self.kind is not None:
+            if error is not None:
+                data += encode_event(error, self.kind, self.name)
+            if bye is not None:
+                data += encode_event(Bye(reason=bye), self.kind, self.name)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if data:
+            transport.write(data)
+        transport.close()
+        loop = asyncio.get_running_loop()
+        loop.call_later(_linger, transport.abort)
+
+    def __str__(self) -> str:
+        return f"{self.peer} {self.name}" if self.name else self.peer
+
+
+_linger = 10.0  # set from Settings.close_linger by the server
+
+
+def set_linger(seconds: float) -> None:
+    global _linger
+    _linger = seconds
+
+
+class ConnectionHandler:
+    """Drives one connection from its first byte to its close."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        reader: asyncio.StreamReader,
+        conn: Connection,
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.reader = reader
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.decoder: FrameDecoder | LineDecoder | None = None
+        self.registered = False
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self._tokens = float(settings.msg_burst)
+        self._last = self.loop.time()
+        self._dispatch: dict[type, Any] = {
+            Say: lambda r: hub.say(conn, r.text, r.room, r.action, r.ref),
+            Dm: lambda r: hub.dm(conn, r.to, r.text, r.action, r.ref),
+            Join: lambda r: hub.join(conn, r.room, r.ref),
+            Leave: lambda r: hub.leave(conn, r.room, r.reason),
+            Nick: lambda r: hub.nick(conn, r.name),
+            Who: lambda r: hub.who(conn, r.room, r.ref),
+            Rooms: lambda r: hub.list_rooms(conn, r.ref),
+            History: lambda r: hub.history(conn, r.room, r.before, r.limit, r.ref),
+            Ping: lambda r: hub.pong(conn, r.ref),
+            Quit: lambda r: hub.quit(conn, r.reason),
+        }
+
+    async def run(self, refuse: str | None = None) -> str:
+        """Serve until the connection ends; return why, for the log."""
+        conn = self.conn
+        hello_timer = None
+        if self.settings.hello_timeout > 0:
+            hello_timer = self.loop.call_later(self.settings.hello_timeout, self._hello_expired)
+        try:
+            data = await self._sniff()
+            if data is None:
+                return "closed before saying anything"
+            if refuse is not None:
+                self._refuse(refuse)
+                return f"refused: {refuse}"
+            while True:
+                for unit in self.decoder.feed(data):
+                    await self._on_unit(unit)
+                    if conn.closing:
+                        return "closed by server"
+                error = self.decoder.error
+                if error is not None:
+                    log.info("%s: %s", conn, error)
+                    self._fatal(error)
+                    return f"protocol error {error.code}"
+                if self.registered and hello_timer is not None:
+                    hello_timer.cancel()
+                    hello_timer = None
+                self._watch_partial(self.decoder.partial)
+                data = await self.reader.read(READ_SIZE)
+                if not data or conn.closing:
+                    return "closed by server" if conn.closing else "disconnected"
+        except (ConnectionError, OSError) as exc:
+            return f"connection error: {exc}"
+        finally:
+            if hello_timer is not None:
+                hello_timer.cancel()
+            self._watch_partial(False)
+
+    # ------------------------------------------------------------------
+    # Sniffing and the handshake
+
+    async def _sniff(self) -> bytes | None:
+        """Read until the first bytes tell framed from line mode."""
+        data = b""
+        while True:
+            chunk = await self.reader.read(READ_SIZE)
+            if not chunk or self.conn.closing:
+                return None
+            data += chunk
+            framed = sniff(data)
+            if framed is not None:
+                break
+        max_frame = self.settings.max_frame
+        self.decoder = FrameDecoder(max_frame) if framed else LineDecoder(max_frame)
+        if not framed:
+            self.conn.kind = ClientKind.LINE_LF  # refined by the first line's ending
+        return data
+
+    def _refuse(self, why: str) -> None:
+        conn = self.conn
+        if conn.kind is None:
+            # Framed, but JSON or plain text is not known yet: a JSON error frame
+            # is what a framed client most likely understands.
+            conn.kind = ClientKind.JSON
+        conn.close(error=ErrorEvent(code=ErrorCode.SERVER_FULL.value, message=why))
+
+    def _hello_expired(self) -> None:
+        if not self.registered:
+            log.info("%s: no hello within %ss", self.conn, self.settings.hello_timeout)
+            self.conn.close()
+
+    def _watch_partial(self, partial: bool) -> None:
+        """Start the frame clock when a frame or line begins; stop it when it ends."""
+        if partial:
+            if self._frame_timer is None and self.settings.frame_timeout > 0:
+                self._frame_timer = self.loop.call_later(
+                    self.settings.frame_timeout, self._frame_expired
+                )
+        elif self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _frame_expired(self) -> None:
+        self._frame_timer = None
+        log.info("%s: frame not finished within %ss", self.conn, self.settings.frame_timeout)
+        self.hub.drop(self.conn, "idle", "idle")
+
+    def _fatal(self, error: ProtocolError) -> None:
+        """A framing error: answer it and close (``bye`` too for an oversized frame)."""
+        conn = self.conn
+        if conn.kind is None:
+            conn.kind = ClientKind.JSON
+        self.hub.disconnect(conn, "protocol error")
+        bye = "protocol_error" if error.code is ErrorCode.FRAME_TOO_LARGE else None
+        conn.close(bye, ErrorEvent(code=error.code.value, message=error.message))
+
+    def _register(self, hello: Hello) -> None:
+        conn = self.conn
+        try:
+            self.hub.hello(conn, hello)
+        except ProtocolError as exc:
+            log.info("%s: hello refused: %s", conn, exc)
+            conn.close(error=ErrorEvent(code=exc.code.value, message=exc.message, ref=hello.ref))
+            return
+        self.registered = True
+        log.info("%s: hello (%s)", conn, conn.kind.name.lower())
+
+    # ------------------------------------------------------------------
+    # Input
+
+    async def _on_unit(self, unit: bytes) -> None:
+        """One frame payload or one line."""
+        if not self.registered:
+            self._before_hello(unit)
+            return
+        if not unit:
+            return  # keepalive
+        if self.settings.msg_rate > 0:
+            await self._throttle()
+        conn = self.conn
+        request: Any = None
+        try:
+            if conn.kind is ClientKind.JSON:
+                request = parse_request(unit, self.settings.max_text)
+            else:
+                request = parse_line(self._text(unit), self.settings.max_text)
+                if request is None:
+                    return
+            handler = self._dispatch.get(type(request))
+            if handler is not None:
+                handler(request)
+            elif isinstance(request, ShowHelp):
+                self.hub.send(conn, encode_lines(HELP_LINES, conn.kind))
+            else:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already said")
+        except ProtocolError as exc:
+            ref = exc.ref if exc.ref is not None else getattr(request, "ref", None)
+            self.hub.send_error(conn, exc.code, exc.message, ref)
+
+    def _before_hello(self, unit: bytes) -> None:
+        conn = self.conn
+        if isinstance(self.decoder, LineDecoder):
+            if not unit.strip():
+                return  # blank lines (telnet's stray CR LF) before the name
+            conn.kind = ClientKind.LINE_CRLF if self.decoder.saw_crlf else ClientKind.LINE_LF
+            self._plain_hello(unit)
+            return
+        if not unit:
+            return
+        if not is_json_payload(unit):
+            conn.kind = ClientKind.TEXT_FRAME
+            self._plain_hello(unit)
+            return
+        conn.kind = ClientKind.JSON
+        kind = None
+        try:
+            kind = decode_json_object(unit)["type"]
+            request = parse_request(unit, self.settings.max_text)
+        except ProtocolError as exc:
+            error = ErrorEvent(code=exc.code.value, message=exc.message, ref=exc.ref)
+            if kind == "hello":
+                conn.close(error=error)  # a hello with a bad field is a refused hello
+            else:
+                self.hub.send_event(conn, error)
+            return
+        if not isinstance(request, Hello):
+            self.hub.send_error(
+                conn, ErrorCode.HELLO_REQUIRED, "say hello first", getattr(request, "ref", None)
+            )
+            return
+        self._register(request)
+
+    def _plain_hello(self, unit: bytes) -> None:
+        """A plain-text or line client's first line is its name."""
+        try:
+            name = check_name(self._text(unit).strip())
+        except ProtocolError as exc:
+            self.conn.close(error=ErrorEvent(code=exc.code.value, message=exc.message))
+            return
+        self._register(Hello(name=name))
+
+    @staticmethod
+    def _text(unit: bytes) -> str:
+        try:
+            return unit.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.BAD_UTF8, "input is not valid UTF-8") from None
+
+    async def _throttle(self) -> None:
+        """Token bucket: over the rate, stop reading until back within it."""
+        now = self.loop.time()
+        rate = self.settings.msg_rate
+        tokens = min(self.settings.msg_burst, self._tokens + (now - self._last) * rate) - 1
+        self._last = now
+        self._tokens = tokens
+        if tokens < 0:
+            await asyncio.sleep(-tokens / rate)

@@ -1,0 +1,150 @@
+"""Listening, connection limits, signals and an orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from collections import Counter
+
+from . import __version__
+from .config import Settings
+from .connection import Connection, ConnectionHandler, set_linger
+from .history import HistoryStore, MemoryHistory
+from .hub import Hub
+
+log = logging.getLogger("chatserver")
+
+
+class ChatServer:
+    """The listening socket and every connection task, around one hub."""
+
+    def __init__(self, settings: Settings, store: HistoryStore | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else MemoryHistory(settings.history_size)
+        self.hub: Hub | None = None
+        self.connections: dict[Connection, asyncio.Task[None]] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._server: asyncio.Server | None = None
+        self.address: tuple[str, int] = (settings.host, settings.port)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        set_linger(self.settings.close_linger)
+        self.hub = Hub(self.settings, self.store, loop.call_soon)
+        self._server = await asyncio.start_server(
+            self._on_connect, self.settings.host, self.settings.port, reuse_address=True
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.address = (sockname[0], sockname[1])
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One task per connection (asyncio.start_server makes it)."""
+        peer_info = writer.get_extra_info("peername") or ("?", 0)
+        ip = str(peer_info[0])
+        peer = f"{ip}:{peer_info[1]}"
+        transport = writer.transport
+        conn = Connection(transport, peer)  # type: ignore[arg-type]
+        task = asyncio.current_task()
+        assert task is not None and self.hub is not None
+        self.connections[conn] = task
+        self._per_ip[ip] += 1
+        refuse = self._over_limit(ip)
+        log.info("%s: connect%s", peer, f" (refused: {refuse})" if refuse else "")
+        reason = "?"
+        try:
+            reason = await ConnectionHandler(self.hub, self.settings, reader, conn).run(refuse)
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            raise
+        except Exception:  # a bug of ours must cost one connection, never the server
+            log.exception("%s: internal error", conn)
+            reason = "internal error"
+        finally:
+            self.hub.disconnect(conn, "disconnected")
+            conn.close()
+            del self.connections[conn]
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+            log.info("%s: disconnect (%s)", conn, reason)
+
+    def _over_limit(self, ip: str) -> str | None:
+        if len(self.connections) > self.settings.max_clients:
+            return f"the server is full ({self.settings.max_clients} connections)"
+        if self._per_ip[ip] > self.settings.max_per_ip and not _is_loopback(ip):
+            return f"too many connections from {ip} (at most {self.settings.max_per_ip})"
+        return None
+
+    async def shutdown(self) -> None:
+        """Stop accepting, send `bye shutdown` to everyone, wait for them, close."""
+        if self._server is not None:
+            self._server.close()
+        if self.hub is not None:
+            self.hub.shutdown(self.connections)
+        tasks = list(self.connections.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
+            for conn in list(self.connections):
+                conn.transport.abort()
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
+        self.store.close()
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run a server until SIGINT/SIGTERM (or ``stop`` is set), then shut down."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = ChatServer(settings)
+    await server.start()
+    host, port = server.address
+    loop_name = type(loop).__module__.split(".")[0]
+    log.info("chatserver %s listening on %s:%d (%s loop)", __version__, host, port, loop_name)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: %d connections", len(server.connections))
+        await server.shutdown()
+        log.info("stopped")
+
+
+def run(settings: Settings) -> int:
+    """The console entry point's body: logging, the event loop, exit status."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    loop_factory = None
+    if settings.loop != "asyncio":
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            if settings.loop == "uvloop":
+                log.error("--loop uvloop: uvloop is not installed (pip install chatserver[fast])")
+                return 2
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        return 1
+    return 0

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import Client, ThreadServer
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ThreadServer]]:
+    """Start servers with settings overrides; all are stopped after the test."""
+    servers: list[ThreadServer] = []
+
+    def factory(**overrides: Any) -> ThreadServer:
+        server = ThreadServer(**overrides)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ThreadServer]) -> ThreadServer:
+    """A server with default settings but no rate limit (tests send in bursts)."""
+    return make_server(msg_rate=0)
+
+
+@pytest.fixture
+def connect(server: ThreadServer) -> Iterator[Callable[..., Client]]:
+    """Open clients to the default server; all are closed after the test."""
+    clients: list[Client] = []
+
+    def factory(name: str | None = None, **hello: Any) -> Client:
+        client = Client(server.port)
+        clients.append(client)
+        if name is not None:
+            client.hello(name, **hello)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()

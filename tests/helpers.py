@@ -1,0 +1,250 @@
+"""Test helpers: a real server in a thread or a process, and blocking clients.
+
+Everything talks over real loopback sockets bound to port 0. Nothing sleeps
+to synchronise: every wait is for a byte, an event or a log line, with a
+timeout that fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from chatserver.config import Settings
+from chatserver.protocol import FrameDecoder, encode_frame
+from chatserver.server import ChatServer
+
+TIMEOUT = 5.0
+
+
+class ThreadServer:
+    """A ChatServer on its own event loop in a background thread."""
+
+    def __init__(self, **overrides: Any) -> None:
+        overrides.setdefault("port", 0)
+        overrides.setdefault("close_linger", 2.0)
+        self.settings = replace(Settings(), **overrides)
+        self.loop = asyncio.new_event_loop()
+        self.server = ChatServer(self.settings)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(TIMEOUT) or self._error:
+            raise RuntimeError(f"server did not start: {self._error}")
+        self.host, self.port = self.server.address
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run fn in the server's loop and return its result (to inspect state)."""
+
+        async def wrapper() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(TIMEOUT)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(TIMEOUT + 5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(TIMEOUT)
+        self.loop.close()
+
+
+class Client:
+    """A blocking framed-JSON (or raw) client over a real socket."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.decoder = FrameDecoder(max_frame=1 << 30)
+        self.pending: list[bytes] = []
+        self.eof = False
+        self.name = ""
+
+    # -- sending
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_frame(self, payload: bytes) -> None:
+        self.sock.sendall(encode_frame(payload))
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.send_frame(json.dumps(obj).encode())
+
+    def hello(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Say hello and return the welcome (history/join events stay queued)."""
+        self.name = name
+        self.send({"type": "hello", "name": name, **fields})
+        return self.expect("welcome")
+
+    # -- receiving
+    def _fill(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(1 << 16)
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.pending.extend(self.decoder.feed(data))
+        return True
+
+    def recv_payload(self, timeout: float = TIMEOUT) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            if not self._fill(deadline):
+                raise AssertionError(
+                    "no frame arrived" + (" (connection closed)" if self.eof else "")
+                )
+        return self.pending.pop(0)
+
+    def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        while True:
+            payload = self.recv_payload(timeout)
+            if payload:  # skip keepalives
+                return json.loads(payload)
+
+    def expect(self, type_: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """The next event of this type (others before it are skipped and kept)."""
+        skipped = []
+        try:
+            while True:
+                event = self.recv(timeout)
+                if event["type"] == type_ and all(event.get(k) == v for k, v in fields.items()):
+                    return event
+                skipped.append(event)
+        finally:
+            self.skipped = skipped
+
+    def expect_next(self, type_: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The very next event must have this type."""
+        event = self.recv(timeout)
+        assert event["type"] == type_, event
+        return event
+
+    def wait_closed(self, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        """Read to EOF; return the JSON events that arrived before it."""
+        deadline = time.monotonic() + timeout
+        events = []
+        while True:
+            while self.pending:
+                payload = self.pending.pop(0)
+                if payload:
+                    events.append(json.loads(payload))
+            if self.eof:
+                return events
+            if not self._fill(deadline) and not self.eof:
+                raise AssertionError(f"connection still open; got {events}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class LineClient:
+    """A netcat-like client: raw bytes out, text lines in."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def readline(self, timeout: float = TIMEOUT) -> bytes:
+        """One line with its line end."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line arrived; have {self.buf!r}")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not data:
+                self.eof = True
+                raise AssertionError(f"connection closed; have {self.buf!r}")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        """The next line matching a regex (earlier lines are skipped)."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            try:
+                line = self.readline(max(0.0, deadline - time.monotonic())).decode()
+            except AssertionError:
+                raise AssertionError(f"no line matched {pattern!r}; saw {seen}") from None
+            if re.search(pattern, line):
+                return line
+            seen.append(line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ProcessServer:
+    """``python -m chatserver`` as a real process; the port is read from its log."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "chatserver", "--port", "0", "--loop", "asyncio", *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        self._lines: Iterator[str] = iter(self.proc.stderr)  # type: ignore[arg-type]
+        line = self.wait_log(r"listening on")
+        match = re.search(r"listening on (\S+):(\d+)", line)
+        assert match, line
+        self.port = int(match.group(2))
+
+    def wait_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        """Block until a log line matches (the reading is bounded by a timer kill)."""
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in self._lines:
+                self.log.append(line)
+                if re.search(pattern, line):
+                    return line
+        finally:
+            timer.cancel()
+        raise AssertionError(f"log never matched {pattern!r}: {''.join(self.log)}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(TIMEOUT)
