@@ -151,9 +151,11 @@ class ConnectionHandler:
                 return f"refused: {refuse}"
             while True:
                 for unit in self.decoder.feed(data):
-                    await self._on_unit(unit)
+                    pause = self._on_unit(unit)
                     if conn.closing:
                         return "closed by server"
+                    if pause:  # over its rate: stop reading this client for a while
+                        await asyncio.sleep(pause)
                 error = self.decoder.error
                 if error is not None:
                     log.info("%s: %s", conn, error)
@@ -245,15 +247,17 @@ class ConnectionHandler:
     # ------------------------------------------------------------------
     # Input
 
-    async def _on_unit(self, unit: bytes) -> None:
-        """One frame payload or one line."""
+    def _on_unit(self, unit: bytes) -> float:
+        """Handle one frame payload or one line; return how long to pause reading."""
         if not self.registered:
             self._before_hello(unit)
-            return
+            return 0.0
         if not unit:
-            return  # keepalive
-        if self.settings.msg_rate > 0:
-            await self._throttle()
+            return 0.0  # keepalive
+        self._handle(unit)
+        return self._throttle() if self.settings.msg_rate > 0 else 0.0
+
+    def _handle(self, unit: bytes) -> None:
         conn = self.conn
         request: Any = None
         try:
@@ -323,12 +327,11 @@ class ConnectionHandler:
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.BAD_UTF8, "input is not valid UTF-8") from None
 
-    async def _throttle(self) -> None:
-        """Token bucket: over the rate, stop reading until back within it."""
+    def _throttle(self) -> float:
+        """Token bucket: the seconds until this client is back within its rate."""
         now = self.loop.time()
         rate = self.settings.msg_rate
         tokens = min(self.settings.msg_burst, self._tokens + (now - self._last) * rate) - 1
         self._last = now
         self._tokens = tokens
-        if tokens < 0:
-            await asyncio.sleep(-tokens / rate)
+        return -tokens / rate if tokens < 0 else 0.0

@@ -140,6 +140,11 @@ class Hub:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             transport = conn.transport
+            if transport.is_closing():
+                # The peer went away; its task has not seen the EOF yet. (uvloop
+                # raises on a write to a closed transport, which would end this
+                # loop and strand everyone else's bytes.)
+                continue
             transport.write(data)
             if transport.get_write_buffer_size() > sendq:
                 log.info("%s: slow consumer, %d bytes unsent", conn, sendq)

@@ -9,10 +9,10 @@ events go the other way with :func:`encode` and :func:`parse_event`. The
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import jsoncodec
 from .errors import ErrorCode, ProtocolError
 from .framing import encode_frame
 from .validation import (
@@ -272,8 +272,27 @@ def _wire_fields(cls: type) -> tuple[tuple[str, str], ...]:
     return names
 
 
+def _msg_obj(m: MsgEvent) -> dict[str, Any]:
+    """``msg`` is most of the traffic: build its object without the generic walk."""
+    obj: dict[str, Any] = {
+        "type": "msg",
+        "id": m.id,
+        "ts": m.ts,
+        "room": m.room,
+        "from": m.from_,
+        "text": m.text,
+    }
+    if m.action:
+        obj["action"] = True
+    if m.ref is not None:
+        obj["ref"] = m.ref
+    return obj
+
+
 def to_obj(message: Any) -> dict[str, Any]:
     """The JSON object of a message; None and False optional fields are left out."""
+    if type(message) is MsgEvent:
+        return _msg_obj(message)
     obj: dict[str, Any] = {"type": message.TYPE} if hasattr(message, "TYPE") else {}
     for attr, key in _wire_fields(type(message)):
         value = getattr(message, attr)
@@ -287,11 +306,8 @@ def to_obj(message: Any) -> dict[str, Any]:
     return obj
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def encode_payload(message: Any) -> bytes:
-    return _dumps(to_obj(message)).encode()
+    return jsoncodec.dumps(to_obj(message))
 
 
 def encode(message: Any) -> bytes:
@@ -315,8 +331,8 @@ def decode_json_object(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ProtocolError(ErrorCode.BAD_UTF8, "payload is not valid UTF-8") from None
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
+        obj = jsoncodec.loads(text)
+    except (jsoncodec.DecodeError, ValueError, RecursionError):
         raise ProtocolError(ErrorCode.BAD_JSON, "payload is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "payload is not a JSON object")
@@ -464,9 +480,9 @@ def parse_request(payload: bytes, max_text: int = DEFAULT_MAX_TEXT) -> Request:
     so that scripts can match the error to what they sent.
     """
     obj = decode_json_object(payload)
-    ref = _safe_ref(obj)
-    if ref is None and obj.get("ref") is not None:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "ref must be a string or integer of 64 bytes")
+    ref = obj.get("ref")
+    if ref is not None:
+        ref = check_ref(ref)
     parser = _REQUEST_PARSERS.get(obj["type"])
     if parser is None:
         raise ProtocolError(

@@ -37,12 +37,27 @@ def name_key(name: str) -> str:
     return name.casefold()
 
 
+_room_cache: dict[str, str] = {}  # spelling -> canonical name, for the per-message path
+
+
 def check_room(value: Any) -> str:
     """The canonical room name: without its optional ``#``, case-folded.
 
     Rooms compare case-insensitively like names; folding once here means the
     wire, the hub and the history store all agree on one spelling.
     """
+    if type(value) is str:
+        cached = _room_cache.get(value)
+        if cached is not None:
+            return cached
+    room = _check_room(value)
+    if len(_room_cache) >= 4096:  # bounded: a client cannot grow it without limit
+        _room_cache.clear()
+    _room_cache[value] = room
+    return room
+
+
+def _check_room(value: Any) -> str:
     if isinstance(value, str) and value.startswith("#"):
         value = value[1:]
     if not isinstance(value, str) or not 1 <= len(value) <= ROOM_MAX_CHARS:
@@ -82,19 +97,21 @@ def check_ref(value: Any) -> str | int | None:
     return value
 
 
-_ts_cache: tuple[int, str] = (-1, "")
+_sec_cache: list[Any] = [-1, ""]  # second -> "YYYY-MM-DDTHH:MM:SS"
+_ms_cache: list[Any] = [-1, ""]  # millisecond -> the whole timestamp
 
 
 def format_ts(t: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-24T10:00:00.123Z``."""
-    global _ts_cache
     ms_total = int(t * 1000)
+    if ms_total == _ms_cache[0]:  # under load many events share a millisecond
+        return _ms_cache[1]
     sec, ms = divmod(ms_total, 1000)
-    cached_sec, prefix = _ts_cache
-    if sec != cached_sec:  # one strftime a second, not one a message
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _ts_cache = (sec, prefix)
-    return f"{prefix}.{ms:03d}Z"
+    if sec != _sec_cache[0]:  # one strftime a second, not one an event
+        _sec_cache[:] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    ts = f"{_sec_cache[1]}.{ms:03d}Z"
+    _ms_cache[:] = ms_total, ts
+    return ts
 
 
 def now_ts() -> str:
