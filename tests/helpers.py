@@ -64,6 +64,8 @@ class ThreadServer:
         return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(TIMEOUT)
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return  # stopped already (by the test itself)
         asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(TIMEOUT + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(TIMEOUT)

@@ -1,0 +1,69 @@
+"""How the full-screen app draws a line: local-time clock, nick colours, styles.
+
+Script mode prints ``chatserver.render`` lines (UTC, the contract's form);
+the app shows local time and colours instead. Every piece of network text
+goes through ``chatserver.render.escape`` before it reaches the screen.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+
+from chatserver.render import escape
+
+from .state import Kind, Line
+
+# Readable on dark and light backgrounds; no red (errors) and no grey (system lines).
+NICK_COLOURS = (
+    "ansigreen",
+    "ansiyellow",
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansibrightgreen",
+    "ansibrightyellow",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+    "#d78700",
+    "#5f87ff",
+)
+
+Fragments = list[tuple[str, str]]
+
+
+def nick_colour(name: str) -> str:
+    """A stable colour per nick: the same name (any case) always gets the same one."""
+    return NICK_COLOURS[zlib.crc32(name.casefold().encode()) % len(NICK_COLOURS)]
+
+
+def local_clock(ts: str) -> str:
+    """``HH:MM`` in local time of an RFC 3339 UTC timestamp (the raw text if unparsable)."""
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return escape(ts[11:16])
+    return when.astimezone().strftime("%H:%M")
+
+
+def line_fragments(line: Line) -> Fragments:
+    """One scrollback line as styled fragments (no newline)."""
+    out: Fragments = [("class:clock", local_clock(line.ts) + " ")]
+    nick = escape(line.nick)
+    text = escape(line.text)
+    body = "class:mention" if line.mention else "class:text"
+    if line.kind in (Kind.MSG, Kind.OWN, Kind.DM):
+        style = "class:own-nick" if line.kind is Kind.OWN else f"bold fg:{nick_colour(line.nick)}"
+        out += [("class:punct", "<"), (style, nick), ("class:punct", "> ")]
+        out.append(("class:own" if line.kind is Kind.OWN else body, text))
+    elif line.kind is Kind.ACTION:
+        out += [("class:action", "* "), (f"class:action fg:{nick_colour(line.nick)}", nick)]
+        out.append(("class:action " + ("class:mention" if line.mention else ""), " " + text))
+    elif line.kind is Kind.ERROR:
+        out.append(("class:error", "!! " + text))
+    elif line.kind is Kind.GAP:
+        out.append(("class:gap", "~~ " + text + " ~~"))
+    else:
+        out.append(("class:system", "-- " + text))
+    return out

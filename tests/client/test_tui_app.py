@@ -1,0 +1,93 @@
+"""The full-screen app driven through a pipe input, no terminal, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from chatclient.session import SessionConfig
+from chatclient.state import Kind
+from chatclient.tui import ChatApp
+from tests.helpers import Client, ThreadServer
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll the app's model until check() holds (the app redraws on its own loop)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.01)
+
+
+def texts(chat: ChatApp, room: str) -> list[str]:
+    return [line.text for line in chat.state.panes[room].lines]
+
+
+def test_type_switch_complete_paste_quit(
+    server: ThreadServer, connect: Callable[..., Client]
+) -> None:
+    bob = connect("bob", rooms=["lobby", "dev"])
+
+    async def scenario() -> int:
+        with create_pipe_input() as keys:
+            config = SessionConfig(name="alice", port=server.port, rooms=("lobby", "dev"))
+            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
+            run = asyncio.create_task(chat.run())
+            dev = lambda: chat.state.panes.get("dev")  # noqa: E731
+            await until(lambda: dev() is not None and "bob" in dev().members)
+            assert chat.state.current == "lobby"
+
+            keys.send_text("hello bob\r")
+            got = await asyncio.to_thread(bob.expect, "msg", text="hello bob")
+            assert got["room"] == "lobby"
+            await until(lambda: "hello bob" in texts(chat, "lobby"))
+            assert chat.input.text == ""
+
+            bob.send({"type": "say", "room": "dev", "text": "alice: over here"})
+            await until(lambda: chat.state.panes["dev"].unread == 1)
+            assert chat.state.panes["dev"].mentioned
+
+            keys.send_text("\x1b2")  # Alt-2
+            await until(lambda: chat.state.current == "dev")
+            assert chat.state.panes["dev"].unread == 0
+
+            keys.send_text("hi b\t")  # Tab completes the only matching nick
+            await until(lambda: chat.input.text == "hi bob")
+            keys.send_text("\r")
+            assert (await asyncio.to_thread(bob.expect, "msg", text="hi bob"))["room"] == "dev"
+
+            keys.send_text("\x1b[200~one\ntwo\x1b[201~")  # a bracketed paste of two lines
+            await until(lambda: chat.pending_paste == ["one", "two"])
+            keys.send_text("y")
+            assert (await asyncio.to_thread(bob.expect, "msg", text="one"))["room"] == "dev"
+            await asyncio.to_thread(bob.expect, "msg", text="two")
+
+            keys.send_text("/nope\r")
+            await until(lambda: chat.state.panes["dev"].lines[-1].kind is Kind.ERROR)
+
+            keys.send_text("/help\r")
+            await until(lambda: any("/join ROOM" in t for t in texts(chat, "dev")))
+
+            keys.send_text("\x0e")  # Ctrl-N wraps around to the first pane
+            await until(lambda: chat.state.current == "lobby")
+            keys.send_text("/quit\r")
+            return await asyncio.wait_for(run, 5)
+
+    assert asyncio.run(scenario()) == 0
+    assert bob.expect("leave", name="alice")["room"] in ("lobby", "dev")
+
+
+def test_name_taken_at_start(server: ThreadServer, connect: Callable[..., Client]) -> None:
+    connect("alice")
+
+    async def scenario() -> int:
+        with create_pipe_input() as keys:
+            config = SessionConfig(name="alice", port=server.port)
+            return await ChatApp(config, input=keys, output=DummyOutput()).run()
+
+    assert asyncio.run(scenario()) == 3
