@@ -156,6 +156,8 @@ class ConnectionHandler:
                         return "closed by server"
                     if pause:  # over its rate: stop reading this client for a while
                         await asyncio.sleep(pause)
+                        if conn.closing:  # shut down, dropped or replaced meanwhile
+                            return "closed by server"
                 error = self.decoder.error
                 if error is not None:
                     log.info("%s: %s", conn, error)
@@ -222,6 +224,10 @@ class ConnectionHandler:
     def _frame_expired(self) -> None:
         self._frame_timer = None
         log.info("%s: frame not finished within %ss", self.conn, self.settings.frame_timeout)
+        if self.conn.kind is None:
+            # Framed, but its first payload never came: without a kind it would
+            # be closed without the `bye idle` the contract promises.
+            self.conn.kind = ClientKind.JSON
         self.hub.drop(self.conn, "idle", "idle")
 
     def _fatal(self, error: ProtocolError) -> None:

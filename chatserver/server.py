@@ -29,6 +29,7 @@ class ChatServer:
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._per_ip: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
+        self._stopping = False
         self.address: tuple[str, int] = (settings.host, settings.port)
 
     async def start(self) -> None:
@@ -43,6 +44,9 @@ class ChatServer:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One task per connection (asyncio.start_server makes it)."""
+        if self._stopping:  # accepted from the backlog after shutdown began
+            writer.close()
+            return
         peer_info = writer.get_extra_info("peername") or ("?", 0)
         ip = str(peer_info[0])
         peer = f"{ip}:{peer_info[1]}"
@@ -58,8 +62,9 @@ class ChatServer:
         try:
             reason = await ConnectionHandler(self.hub, self.settings, reader, conn).run(refuse)
         except asyncio.CancelledError:
+            # Not re-raised: on Python 3.11 start_server's done-callback calls
+            # task.exception() on a cancelled task and logs a bogus traceback.
             reason = "server shutdown"
-            raise
         except Exception:  # a bug of ours must cost one connection, never the server
             log.exception("%s: internal error", conn)
             reason = "internal error"
@@ -81,6 +86,7 @@ class ChatServer:
 
     async def shutdown(self) -> None:
         """Stop accepting, send `bye shutdown` to everyone, wait for them, close."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         if self.hub is not None:
