@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .commands import HELP_LINES, ShowHelp, parse_line
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger("chatserver")
-
-READ_SIZE = 65_536
 
 
 class Connection:
@@ -103,98 +102,207 @@ def set_linger(seconds: float) -> None:
     _linger = seconds
 
 
-class ConnectionHandler:
-    """Drives one connection from its first byte to its close."""
+# Each request type and the hub method that applies it (shared by every
+# connection: a per-connection table of closures cost ~1.5 KiB each).
+_DISPATCH: dict[type, Callable[[Hub, Connection, Any], None]] = {
+    Say: lambda hub, conn, r: hub.say(conn, r.text, r.room, r.action, r.ref),
+    Dm: lambda hub, conn, r: hub.dm(conn, r.to, r.text, r.action, r.ref),
+    Join: lambda hub, conn, r: hub.join(conn, r.room, r.ref),
+    Leave: lambda hub, conn, r: hub.leave(conn, r.room, r.reason),
+    Nick: lambda hub, conn, r: hub.nick(conn, r.name),
+    Who: lambda hub, conn, r: hub.who(conn, r.room, r.ref),
+    Rooms: lambda hub, conn, r: hub.list_rooms(conn, r.ref),
+    History: lambda hub, conn, r: hub.history(conn, r.room, r.before, r.limit, r.ref),
+    Ping: lambda hub, conn, r: hub.pong(conn, r.ref),
+    Quit: lambda hub, conn, r: hub.quit(conn, r.reason),
+}
+
+
+class ConnectionHandler(asyncio.Protocol):
+    """Drives one connection from its first byte to its close.
+
+    The connection's task (made by ``asyncio.start_server``) owns it and waits
+    in :meth:`run` until it ends; the bytes themselves arrive by protocol
+    callbacks. Reading through the task's ``StreamReader`` cost a future, a
+    task wake-up and a copy per chunk, which at tens of thousands of messages
+    a second was the largest cost of all (docs/performance.md).
+    """
+
+    __slots__ = (
+        "_done",
+        "_frame_timer",
+        "_head",
+        "_hello_timer",
+        "_last",
+        "_pos",
+        "_refuse_why",
+        "_resume_timer",
+        "_tokens",
+        "_units",
+        "conn",
+        "decoder",
+        "hub",
+        "loop",
+        "registered",
+        "settings",
+    )
 
     def __init__(
-        self,
-        hub: Hub,
-        settings: Settings,
-        reader: asyncio.StreamReader,
-        conn: Connection,
+        self, hub: Hub, settings: Settings, conn: Connection, refuse: str | None = None
     ) -> None:
         self.hub = hub
         self.settings = settings
-        self.reader = reader
         self.conn = conn
         self.loop = asyncio.get_running_loop()
         self.decoder: FrameDecoder | LineDecoder | None = None
         self.registered = False
+        self._done: asyncio.Future[str] = self.loop.create_future()
+        self._head = b""  # the first bytes, until they tell framed from line mode
+        self._units: list[bytes] = []  # units decoded but not handled (a rate pause)
+        self._pos = 0
+        self._refuse_why = refuse  # over a limit: answer server_full to its first bytes
         self._frame_timer: asyncio.TimerHandle | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
+        self._resume_timer: asyncio.TimerHandle | None = None
         self._tokens = float(settings.msg_burst)
         self._last = self.loop.time()
-        self._dispatch: dict[type, Any] = {
-            Say: lambda r: hub.say(conn, r.text, r.room, r.action, r.ref),
-            Dm: lambda r: hub.dm(conn, r.to, r.text, r.action, r.ref),
-            Join: lambda r: hub.join(conn, r.room, r.ref),
-            Leave: lambda r: hub.leave(conn, r.room, r.reason),
-            Nick: lambda r: hub.nick(conn, r.name),
-            Who: lambda r: hub.who(conn, r.room, r.ref),
-            Rooms: lambda r: hub.list_rooms(conn, r.ref),
-            History: lambda r: hub.history(conn, r.room, r.before, r.limit, r.ref),
-            Ping: lambda r: hub.pong(conn, r.ref),
-            Quit: lambda r: hub.quit(conn, r.reason),
-        }
 
-    async def run(self, refuse: str | None = None) -> str:
-        """Serve until the connection ends; return why, for the log."""
-        conn = self.conn
-        hello_timer = None
+    def start(self, reader: asyncio.StreamReader) -> None:
+        """Take the transport over from the stream reader ``start_server`` made."""
         if self.settings.hello_timeout > 0:
-            hello_timer = self.loop.call_later(self.settings.hello_timeout, self._hello_expired)
+            self._hello_timer = self.loop.call_later(
+                self.settings.hello_timeout, self._hello_expired
+            )
+        # From here on the transport calls us. The stream reader may already
+        # hold the first bytes (or the EOF): take them over.
+        buffered = bytes(reader._buffer)  # private, but there is no public peek
+        eof = reader._eof
+        exc = reader.exception()
+        del reader
+        self.conn.transport.set_protocol(self)
+        if buffered:
+            self.data_received(buffered)
+        if exc is not None:
+            self.connection_lost(exc)
+        elif eof:
+            self.connection_lost(None)
+
+    async def run(self) -> str:
+        """Wait until the connection ends; return why, for the log."""
         try:
-            data = await self._sniff()
-            if data is None:
-                return "closed before saying anything"
-            if refuse is not None:
-                self._refuse(refuse)
-                return f"refused: {refuse}"
-            while True:
-                for unit in self.decoder.feed(data):
-                    pause = self._on_unit(unit)
-                    if conn.closing:
-                        return "closed by server"
-                    if pause:  # over its rate: stop reading this client for a while
-                        await asyncio.sleep(pause)
-                        if conn.closing:  # shut down, dropped or replaced meanwhile
-                            return "closed by server"
-                error = self.decoder.error
-                if error is not None:
-                    log.info("%s: %s", conn, error)
-                    self._fatal(error)
-                    return f"protocol error {error.code}"
-                if self.registered and hello_timer is not None:
-                    hello_timer.cancel()
-                    hello_timer = None
-                self._watch_partial(self.decoder.partial)
-                data = await self.reader.read(READ_SIZE)
-                if not data or conn.closing:
-                    return "closed by server" if conn.closing else "disconnected"
-        except (ConnectionError, OSError) as exc:
-            return f"connection error: {exc}"
+            return await self._done
         finally:
-            if hello_timer is not None:
-                hello_timer.cancel()
-            self._watch_partial(False)
+            for timer in (self._hello_timer, self._frame_timer, self._resume_timer):
+                if timer is not None:
+                    timer.cancel()
+
+    # ------------------------------------------------------------------
+    # Transport callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self._done.done():
+            return
+        try:
+            self._received(data)
+        except Exception:  # a bug of ours must cost one connection, never the server
+            self._crashed()
+
+    def _crashed(self) -> None:
+        log.exception("%s: internal error", self.conn)
+        self.hub.disconnect(self.conn, "disconnected")
+        self.conn.close()
+        self._finish("internal error")
+
+    def _received(self, data: bytes) -> None:
+        decoder = self.decoder
+        if decoder is None:
+            data = self._sniff(data)
+            if not data:
+                return
+            decoder = self.decoder
+            assert decoder is not None
+        units = decoder.feed(data)
+        if self._pos < len(self._units):  # paused: keep the order, handle them later
+            self._units.extend(units)
+            return
+        self._units = units
+        self._pos = 0
+        self._handle_units()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._finish("closed by server" if self.conn.closing else "disconnected")
+        else:
+            self._finish(f"connection error: {exc}")
+
+    def _finish(self, reason: str) -> None:
+        if not self._done.done():
+            self._done.set_result(reason)
+
+    def _handle_units(self) -> None:
+        """Handle the decoded units in order, pausing the reads of a client over its rate."""
+        conn = self.conn
+        units = self._units
+        while self._pos < len(units):
+            unit = units[self._pos]
+            self._pos += 1
+            pause = self._on_unit(unit)
+            if conn.closing:
+                self._finish("closed by server")
+                return
+            if pause:  # over its rate: stop reading this client for a while
+                conn.transport.pause_reading()
+                self._resume_timer = self.loop.call_later(pause, self._resume)
+                return
+        self._units = []
+        self._pos = 0
+        decoder = self.decoder
+        assert decoder is not None
+        error = decoder.error
+        if error is not None:
+            log.info("%s: %s", conn, error)
+            self._fatal(error)
+            self._finish(f"protocol error {error.code}")
+            return
+        if self.registered and self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        self._watch_partial(decoder.partial)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if self.conn.closing:  # shut down, dropped or replaced meanwhile
+            self._finish("closed by server")
+            return
+        try:
+            self._handle_units()
+        except Exception:
+            self._crashed()
+        if self._resume_timer is None and not self.conn.closing:
+            self.conn.transport.resume_reading()
 
     # ------------------------------------------------------------------
     # Sniffing and the handshake
 
-    async def _sniff(self) -> bytes | None:
-        """Read until the first bytes tell framed from line mode."""
-        data = b""
-        while True:
-            chunk = await self.reader.read(READ_SIZE)
-            if not chunk or self.conn.closing:
-                return None
-            data += chunk
-            framed = sniff(data)
-            if framed is not None:
-                break
+    def _sniff(self, data: bytes) -> bytes:
+        """Collect the first bytes until they tell framed from line mode."""
+        data = self._head + data
+        framed = sniff(data)
+        if framed is None:
+            self._head = data
+            return b""
+        self._head = b""
         max_frame = self.settings.max_frame
         self.decoder = FrameDecoder(max_frame) if framed else LineDecoder(max_frame)
         if not framed:
             self.conn.kind = ClientKind.LINE_LF  # refined by the first line's ending
+        if self._refuse_why is not None:
+            self._refuse(self._refuse_why)
+            self._finish(f"refused: {self._refuse_why}")
+            return b""
         return data
 
     def _refuse(self, why: str) -> None:
@@ -273,9 +381,9 @@ class ConnectionHandler:
                 request = parse_line(self._text(unit), self.settings.max_text)
                 if request is None:
                     return
-            handler = self._dispatch.get(type(request))
+            handler = _DISPATCH.get(type(request))
             if handler is not None:
-                handler(request)
+                handler(self.hub, conn, request)
             elif isinstance(request, ShowHelp):
                 self.hub.send(conn, encode_lines(HELP_LINES, conn.kind))
             else:

@@ -59,8 +59,13 @@ class ChatServer:
         refuse = self._over_limit(ip)
         log.info("%s: connect%s", peer, f" (refused: {refuse})" if refuse else "")
         reason = "?"
+        handler = ConnectionHandler(self.hub, self.settings, conn, refuse)
         try:
-            reason = await ConnectionHandler(self.hub, self.settings, reader, conn).run(refuse)
+            handler.start(reader)
+            # The stream objects are not needed past the take-over; an idle
+            # connection should not keep them alive.
+            del reader, writer
+            reason = await handler.run()
         except asyncio.CancelledError:
             # Not re-raised: on Python 3.11 start_server's done-callback calls
             # task.exception() on a cancelled task and logs a bogus traceback.

@@ -1,0 +1,1 @@
+"""The load benchmark (``python -m chatserver.bench``): see docs/performance.md."""
