@@ -24,6 +24,8 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)
+	# The server and client suites again, on the durable SQLite history.
+	CHATSERVER_TEST_HISTORY=sqlite $(BIN)/python -m pytest -q tests/server tests/client tests/test_smoke.py $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_TEXT
+from .sqlite_history import default_db_path
 
 DEFAULT_PORT = 5500
 
@@ -26,7 +27,10 @@ class Settings:
     hello_timeout: float = 10.0
     frame_timeout: float = 30.0
     max_rooms: int = 50  # rooms per connection
-    history_size: int = 1000  # kept per room
+    db: str = ":memory:"  # the command line's default is default_db_path()
+    fsync: bool = False  # commits survive power loss, not only a crash
+    history_max: int = 10_000  # messages kept per room
+    history_days: float | None = None  # and none older than this
     backlog: int = 50  # messages replayed on join
     motd: str | None = None
     log_level: str = "INFO"
@@ -39,6 +43,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
     return value
 
 
@@ -70,7 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hello-timeout", type=_non_negative, default=d.hello_timeout, help="seconds to say hello")
     add("--frame-timeout", type=_non_negative, default=d.frame_timeout, help="seconds per frame")
     add("--max-rooms", type=_positive_int, default=d.max_rooms, help="rooms one client may join")
-    add("--history-size", type=_positive_int, default=d.history_size, help="messages kept a room")
+    add(
+        "--db",
+        default=str(default_db_path()),
+        help="SQLite file for history (created with its folder); :memory: keeps none on disk",
+    )
+    add("--fsync", action="store_true", help="commits survive power loss, not just a crash")
+    add("--history-max", type=_positive_int, default=d.history_max, help="messages kept a room")
+    add(
+        "--history-days",
+        type=_positive_float,
+        default=d.history_days,
+        help="also forget messages older than this many days",
+    )
     add("--backlog", type=int, default=d.backlog, help="messages replayed to a joiner")
     add("--motd", default=d.motd, help="message of the day sent with welcome")
     add(

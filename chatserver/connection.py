@@ -50,9 +50,25 @@ log = logging.getLogger("chatserver")
 class Connection:
     """A client as the hub sees it: its name, rooms, outbox and transport."""
 
-    __slots__ = ("closing", "key", "kind", "name", "out", "peer", "rooms", "session", "transport")
+    __slots__ = (
+        "_closer",
+        "closing",
+        "key",
+        "kind",
+        "name",
+        "out",
+        "peer",
+        "rooms",
+        "session",
+        "transport",
+    )
 
-    def __init__(self, transport: asyncio.Transport, peer: str) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        peer: str,
+        closer: Callable[[Connection, bytes], bool] | None = None,
+    ) -> None:
         self.transport = transport
         self.peer = peer
         self.kind: ClientKind | None = None  # known once the first bytes arrive
@@ -62,6 +78,9 @@ class Connection:
         self.rooms: dict[str, None] = {}  # joined rooms, most recently joined last
         self.out: list[bytes] = []
         self.closing = False
+        # Given by a hub whose output waits for the disk: it may take over the
+        # close, to send the last bytes once they may be sent.
+        self._closer = closer
 
     def current_room(self) -> str | None:
         return next(reversed(self.rooms), None)
@@ -74,13 +93,20 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        data = b"".join(self.out)
-        self.out.clear()
+        last = b""
         if self.kind is not None:
             if error is not None:
-                data += encode_event(error, self.kind, self.name)
+                last += encode_event(error, self.kind, self.name)
             if bye is not None:
-                data += encode_event(Bye(reason=bye), self.kind, self.name)
+                last += encode_event(Bye(reason=bye), self.kind, self.name)
+        if self._closer is not None and self._closer(self, last):
+            return
+        self.finish_close(last)
+
+    def finish_close(self, last: bytes) -> None:
+        """Write the outbox and ``last``, and close the transport."""
+        data = b"".join(self.out) + last
+        self.out.clear()
         transport = self.transport
         if transport.is_closing():
             return
@@ -132,6 +158,7 @@ class ConnectionHandler(asyncio.Protocol):
         "_done",
         "_frame_timer",
         "_head",
+        "_held",
         "_hello_timer",
         "_last",
         "_pos",
@@ -164,6 +191,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._frame_timer: asyncio.TimerHandle | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
+        self._held = False  # reading paused until the hub's commit is done
         self._tokens = float(settings.msg_burst)
         self._last = self.loop.time()
 
@@ -246,7 +274,15 @@ class ConnectionHandler(asyncio.Protocol):
         """Handle the decoded units in order, pausing the reads of a client over its rate."""
         conn = self.conn
         units = self._units
+        hub = self.hub
         while self._pos < len(units):
+            if hub.holding and self.registered:
+                # The disk is behind: read nothing more until the commit that
+                # runs is done (the batch after it stays bounded).
+                conn.transport.pause_reading()
+                self._held = True
+                hub.after_commit(self._release)
+                return
             unit = units[self._pos]
             self._pos += 1
             pause = self._on_unit(unit)
@@ -272,7 +308,12 @@ class ConnectionHandler(asyncio.Protocol):
             self._hello_timer = None
         self._watch_partial(decoder.partial)
 
+    def _release(self) -> None:
+        self._held = False
+        self._resume()
+
     def _resume(self) -> None:
+        """Go on after a pause (over the rate, or held for a commit)."""
         self._resume_timer = None
         if self.conn.closing:  # shut down, dropped or replaced meanwhile
             self._finish("closed by server")
@@ -281,7 +322,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._handle_units()
         except Exception:
             self._crashed()
-        if self._resume_timer is None and not self.conn.closing:
+        if self._resume_timer is None and not self._held and not self.conn.closing:
             self.conn.transport.resume_reading()
 
     # ------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The history store: message ids, recent messages per room, paging, resume.
 
 The hub talks to the :class:`HistoryStore` interface only; :class:`MemoryHistory`
-is the in-memory backend.
+is the in-memory backend (``--db :memory:``) and
+:class:`~chatserver.sqlite_history.SQLiteHistory` the durable one.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from typing import Protocol
 
@@ -15,6 +17,8 @@ from .protocol import MsgEvent
 
 
 class HistoryStore(Protocol):
+    durable: bool  # whether output must wait for commit() (persist, then fan out)
+
     def allocate_id(self) -> int:
         """The next message id: positive, strictly increasing, never reused."""
         ...
@@ -33,11 +37,22 @@ class HistoryStore(Protocol):
         older ones exist than the first returned."""
         ...
 
+    def has_pending(self) -> bool:
+        """Whether ids were allocated since the last commit()."""
+        ...
+
+    def commit(self, done: Callable[[BaseException | None], None]) -> None:
+        """Make everything appended so far durable; then call ``done`` on the
+        event loop (with the error, if the write failed)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class MemoryHistory:
     """The last ``per_room`` messages of each room, in memory."""
+
+    durable = False
 
     def __init__(self, per_room: int = 1000) -> None:
         self.per_room = per_room
@@ -68,6 +83,12 @@ class MemoryHistory:
             return [], False
         start = bisect.bisect_right(msgs, after_id, key=_id)
         return list(islice(msgs, start, None)), start > 0
+
+    def has_pending(self) -> bool:
+        return False
+
+    def commit(self, done: Callable[[BaseException | None], None]) -> None:
+        done(None)
 
     def close(self) -> None:
         self._rooms.clear()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 _KINDS = tuple(ClientKind)
+HOLD_AFTER = 500  # messages accepted during one commit before input waits for it
 
 
 class Room:
@@ -83,6 +84,17 @@ class Hub:
         self._call_later = loop.call_later
         self._time = loop.time
         self._next_flush = 0.0  # loop time before which no flush starts
+        # With a durable store, output waits for the commit of the messages in
+        # it (persist, then fan out): one batch commits while the next grows.
+        self._durable = store.durable
+        self._committing = False
+        self._closes: list[tuple[Connection, bytes]] = []  # closes waiting for a commit
+        self.closer = self._defer_close if self._durable else None
+        # Backpressure: while a commit runs, input stops once this many
+        # messages wait for the next one (a batch stays a few writes' worth).
+        self.holding = False
+        self._accepted = 0
+        self._waiters: list[Callable[[], None]] = []
         self.users: dict[str, Connection] = {}  # name key -> connection
         self.rooms: dict[str, Room] = {}
         self._dirty: list[Connection] = []  # outboxes with bytes waiting for the flush
@@ -142,23 +154,86 @@ class Hub:
             self._call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write every waiting outbox: one write per connection per turn."""
+        """Write every waiting outbox: one write per connection per turn.
+
+        With a durable store and new ids since the last commit, the bytes are
+        first cut into a batch that is written when the store has committed.
+        """
+        if self._committing:
+            return  # _committed flushes what waits meanwhile
         dirty = self._dirty
-        if not dirty:
+        closes = self._closes
+        if not dirty and not closes:
             return
         self._dirty = []
+        self._closes = []
         started = self._time()
         try:
-            self._write_out(dirty)
+            if self._durable and self.store.has_pending():
+                batch = []
+                for conn in dirty:
+                    out = conn.out
+                    if out:
+                        batch.append((conn, out[0] if len(out) == 1 else b"".join(out)))
+                        out.clear()
+                self._committing = True
+                self._accepted = 0
+                self.store.commit(lambda error: self._committed(batch, closes, error))
+            else:
+                self._write_out(dirty)
+                for conn, last in closes:
+                    conn.finish_close(last)
         finally:
             self._next_flush = 2 * self._time() - started
+
+    def _committed(
+        self,
+        batch: list[tuple[Connection, bytes]],
+        closes: list[tuple[Connection, bytes]],
+        error: BaseException | None,
+    ) -> None:
+        # A failed commit was logged by the store; the messages still go out
+        # (the chat carries on without durable history rather than stopping).
+        self._committing = False
+        for conn, data in batch:
+            self._write(conn, data)
+        for conn, last in closes:
+            conn.finish_close(last)
+        self.holding = False
+        self.flush()
+        waiters, self._waiters = self._waiters, []
+        for release in waiters:
+            release()
+
+    def after_commit(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the running commit is done (see ``holding``)."""
+        self._waiters.append(release)
+
+    def _defer_close(self, conn: Connection, last: bytes) -> bool:
+        """A close while output waits for a commit waits too, so its last bytes
+        keep their order and are sent only once they are on disk."""
+        if not (self._committing or self.store.has_pending()):
+            return False
+        if not self._dirty and not self._closes:
+            self._schedule_flush()
+        self._closes.append((conn, last))
+        return True
+
+    def _write(self, conn: Connection, data: bytes) -> None:
+        transport = conn.transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        unsent = transport.get_write_buffer_size()
+        if unsent - len(data) > self.settings.sendq:
+            log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
+            self.drop(conn, "slow_consumer", "slow consumer")
 
     def _write_out(self, dirty: list[Connection]) -> None:
         sendq = self.settings.sendq
         for conn in dirty:
             out = conn.out
-            if not out or conn.closing:
-                out.clear()
+            if not out:
                 continue
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
@@ -169,8 +244,10 @@ class Hub:
                 # loop and strand everyone else's bytes.)
                 continue
             transport.write(data)
+            # Slow: what it was sent before this write is still unsent. (A
+            # single write may be large: a batch that waited for a commit.)
             unsent = transport.get_write_buffer_size()
-            if unsent > sendq:
+            if unsent - len(data) > sendq:
                 log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
                 self.drop(conn, "slow_consumer", "slow consumer")
 
@@ -295,6 +372,9 @@ class Hub:
             action=action,
         )
         self.store.append(msg)
+        self._accepted += 1
+        if self._committing and self._accepted >= HOLD_AFTER:
+            self.holding = True
         self.broadcast(self.rooms[room_name], msg)
         if ref is not None:
             # The sender's copy carries its ref; the broadcast just appended the

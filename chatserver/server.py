@@ -15,6 +15,7 @@ from .config import Settings
 from .connection import Connection, ConnectionHandler, set_linger
 from .history import HistoryStore, MemoryHistory
 from .hub import Hub
+from .sqlite_history import HistoryError, SQLiteHistory
 
 log = logging.getLogger("chatserver")
 
@@ -24,7 +25,7 @@ class ChatServer:
 
     def __init__(self, settings: Settings, store: HistoryStore | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else MemoryHistory(settings.history_size)
+        self.store = store if store is not None else open_store(settings)
         self.hub: Hub | None = None
         self.connections: dict[Connection, asyncio.Task[None]] = {}
         self._per_ip: Counter[str] = Counter()
@@ -51,9 +52,10 @@ class ChatServer:
         ip = str(peer_info[0])
         peer = f"{ip}:{peer_info[1]}"
         transport = writer.transport
-        conn = Connection(transport, peer)  # type: ignore[arg-type]
+        assert self.hub is not None
+        conn = Connection(transport, peer, self.hub.closer)  # type: ignore[arg-type]
         task = asyncio.current_task()
-        assert task is not None and self.hub is not None
+        assert task is not None
         self.connections[conn] = task
         self._per_ip[ip] += 1
         refuse = self._over_limit(ip)
@@ -108,6 +110,13 @@ class ChatServer:
         self.store.close()
 
 
+def open_store(settings: Settings) -> HistoryStore:
+    """The history store the settings ask for (raises HistoryError)."""
+    if settings.db == ":memory:":
+        return MemoryHistory(settings.history_max)
+    return SQLiteHistory(settings.db, settings.history_max, settings.history_days, settings.fsync)
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip.split("%")[0]).is_loopback
@@ -115,18 +124,31 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, store: HistoryStore | None = None
+) -> None:
     """Run a server until SIGINT/SIGTERM (or ``stop`` is set), then shut down."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = ChatServer(settings)
-    await server.start()
+    server = ChatServer(settings, store)
+    try:
+        await server.start()
+    except BaseException:
+        server.store.close()
+        raise
     host, port = server.address
     loop_name = type(loop).__module__.split(".")[0]
-    log.info("chatserver %s listening on %s:%d (%s loop)", __version__, host, port, loop_name)
+    log.info(
+        "chatserver %s listening on %s:%d (%s loop, history in %s)",
+        __version__,
+        host,
+        port,
+        loop_name,
+        settings.db,
+    )
     try:
         await stop.wait()
     finally:
@@ -153,8 +175,13 @@ def run(settings: Settings) -> int:
                 log.error("--loop uvloop: uvloop is not installed (pip install chatserver[fast])")
                 return 2
     try:
+        store = open_store(settings)
+    except HistoryError as exc:
+        log.error("%s", exc)
+        return 3
+    try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, store=store))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1

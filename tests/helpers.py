@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ class ThreadServer:
     def __init__(self, **overrides: Any) -> None:
         overrides.setdefault("port", 0)
         overrides.setdefault("close_linger", 2.0)
+        if os.environ.get("CHATSERVER_TEST_HISTORY") == "sqlite" and "db" not in overrides:
+            # The whole suite again on the durable store (make test does both).
+            self._tmp = tempfile.TemporaryDirectory()
+            overrides["db"] = os.path.join(self._tmp.name, "history.db")
         self.settings = replace(Settings(), **overrides)
         self.loop = asyncio.new_event_loop()
         self.server = ChatServer(self.settings)
@@ -218,6 +223,8 @@ class ProcessServer:
     """``python -m chatserver`` as a real process; the port is read from its log."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        if not any(a == "--db" or a.startswith("--db=") for a in args):  # never the user's file
+            args = (*args, "--db", ":memory:")
         cmd = [sys.executable, "-m", "chatserver", "--port", "0", "--loop", "asyncio", *args]
         self.proc = subprocess.Popen(
             cmd,

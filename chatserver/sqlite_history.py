@@ -1,0 +1,374 @@
+"""Durable history in SQLite: group commits from one writer thread.
+
+The event loop never waits for the disk. It appends accepted messages to
+this store as it goes; once per loop turn the hub hands everything appended
+since the last hand-over to the writer thread as one batch (one transaction)
+and holds back the bytes it would send until that batch is committed
+(:meth:`SQLiteHistory.commit`). So a message that anyone was sent is on
+disk, and while one batch commits the next one grows: under load each
+commit carries more rows.
+
+Reads (join backlog, ``history`` paging, ``hello.since``) come from an
+in-memory tail of each room's newest messages, which also holds the rows not
+committed yet, and from SQLite for anything older (indexed range queries on a
+read connection of the loop's thread; WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+
+from .protocol import MsgEvent
+from .protocol.jsoncodec import dumps
+
+log = logging.getLogger("chatserver")
+
+SCHEMA_VERSION = 1
+CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
+PRUNE_EVERY = 5.0  # seconds between retention passes of the writer thread
+
+
+class HistoryError(Exception):
+    """The database cannot be used; the message is one line for the operator."""
+
+
+def default_db_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chatserver" / "history.db"
+
+
+# MIGRATIONS[n] is the SQL that brings a database at user_version n to n + 1.
+MIGRATIONS: list[str] = [
+    """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            room TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            text TEXT NOT NULL,
+            action INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX messages_room_id ON messages (room, id);
+        -- The highest id ever handed out (direct messages take ids too but
+        -- are not stored): ids stay increasing across restarts.
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('last_id', 0);
+    """,
+]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise HistoryError(
+            f"the database is from a newer chatserver (schema {version} > {SCHEMA_VERSION})"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        # One transaction per step: a crash leaves the old version or the new.
+        db.executescript(f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;")
+
+
+_Row = tuple[int, str, str, str, str, int]
+_INSERT_JSON = (
+    "INSERT INTO messages SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
+    " value ->> 4, value ->> 5 FROM json_each(?)"
+)
+_Batch = tuple[list[_Row], int, Callable[[BaseException | None], None]]
+
+
+class SQLiteHistory:
+    """The :class:`~chatserver.history.HistoryStore` on a SQLite file."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        per_room: int = 10_000,
+        max_days: float | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.per_room = per_room
+        self.max_days = max_days
+        self._lock_file = self._lock(self.path)
+        try:
+            self._read = self._open(self.path, fsync)
+            row = self._read.execute(
+                "SELECT max((SELECT value FROM meta WHERE key = 'last_id'),"
+                " coalesce((SELECT max(id) FROM messages), 0))"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._lock_file.close()
+            raise HistoryError(f"cannot use {self.path}: {exc}") from None
+        except HistoryError:
+            self._lock_file.close()
+            raise
+        self._last_id = int(row[0])
+        self._committed_id = self._last_id  # every id up to this is on disk
+        self._tails: dict[str, deque[MsgEvent]] = {}
+        self._rows: list[_Row] = []  # appended since the last hand-over
+        self._handed_id = self._last_id  # the last id of the last hand-over
+        self._loop_call: Callable[..., object] | None = None
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(fsync,), name="history-writer", daemon=True
+        )
+        self._writer.start()
+
+    # ------------------------------------------------------------------
+    # Opening
+
+    @staticmethod
+    def _lock(path: Path) -> object:
+        """Refuse a second server on the same file (the lock dies with the process)."""
+        if path.parent.exists() and not path.parent.is_dir():
+            raise HistoryError(f"cannot use {path}: {path.parent} is not a folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(str(path) + ".lock", "a")  # noqa: SIM115 (held for the store's life)
+        except OSError as exc:
+            raise HistoryError(f"cannot use {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise HistoryError(f"{path} is in use by another chatserver") from None
+        return lock
+
+    @staticmethod
+    def _open(path: Path, fsync: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False)
+        try:
+            # Reading the schema fails here, with one clear error, for a file
+            # that is not a database.
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            db.execute("PRAGMA busy_timeout=2000")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    # ------------------------------------------------------------------
+    # The store interface, on the event loop's thread
+
+    def allocate_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def append(self, msg: MsgEvent) -> None:
+        self._rows.append((msg.id, msg.room, msg.ts, msg.from_, msg.text, int(msg.action)))
+        tail = self._tails.get(msg.room)
+        if tail is None:
+            tail = self._tails[msg.room] = deque()
+        tail.append(msg)
+
+    def has_pending(self) -> bool:
+        """Whether ids were handed out since the last :meth:`commit`."""
+        return self._last_id != self._handed_id
+
+    def commit(self, done: Callable[[BaseException | None], None]) -> None:
+        """Hand what was appended since the last call to the writer; ``done``
+        runs on the loop's thread once it is on disk (with the error if not)."""
+        if self._loop_call is None:
+            import asyncio
+
+            self._loop_call = asyncio.get_running_loop().call_soon_threadsafe
+        rows, self._rows = self._rows, []
+        self._handed_id = last = self._last_id
+
+        def committed(error: BaseException | None) -> None:
+            self._committed_id = max(self._committed_id, last)
+            self._trim()
+            done(error)
+
+        self._queue.put((rows, last, committed))
+
+    def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
+        tail = self._tails.get(room) or deque()
+        end = len(tail) if before is None else bisect.bisect_left(tail, before, key=_id)
+        start = max(0, end - limit)
+        newer = list(islice(tail, start, end))
+        if start > 0:
+            return newer, True
+        # The tail holds every message from its first on: the rest is older,
+        # and on disk.
+        bound = newer[0].id if newer else (before if before is not None else self._last_id + 1)
+        need = limit - len(newer)
+        rows = self._read.execute(
+            "SELECT id, ts, room, sender, text, action FROM messages"
+            " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (room, bound, need + 1),
+        ).fetchall()
+        return [_msg(r) for r in reversed(rows[:need])] + newer, len(rows) > need
+
+    def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
+        tail = self._tails.get(room) or deque()
+        start = bisect.bisect_right(tail, after_id, key=_id)
+        newer = list(islice(tail, start, None))
+        if start > 0:
+            return newer, True
+        bound = tail[0].id if tail else self._last_id + 1
+        rows = self._read.execute(
+            "SELECT id, ts, room, sender, text, action FROM messages"
+            " WHERE room = ? AND id > ? AND id < ? ORDER BY id",
+            (room, after_id, bound),
+        ).fetchall()
+        msgs = [_msg(r) for r in rows] + newer
+        return msgs, bool(msgs) and self._older_exists(room, msgs[0].id)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, release the file."""
+        if self._rows:
+            self._queue.put((self._rows, self._last_id, lambda error: None))
+            self._rows = []
+        self._queue.put(None)
+        self._writer.join(timeout=10)
+        with contextlib.suppress(sqlite3.Error):
+            self._read.close()
+        self._lock_file.close()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------
+
+    def _older_exists(self, room: str, first_id: int) -> bool:
+        tail = self._tails.get(room)
+        if tail and tail[0].id < first_id:
+            return True
+        row = self._read.execute(
+            "SELECT 1 FROM messages WHERE room = ? AND id < ? LIMIT 1", (room, first_id)
+        ).fetchone()
+        return row is not None
+
+    def _trim(self) -> None:
+        """Keep each tail short, but never drop a row that is not on disk yet."""
+        committed = self._committed_id
+        keep = min(CACHE_PER_ROOM, self.per_room)
+        for room, tail in list(self._tails.items()):
+            while len(tail) > keep and tail[0].id <= committed:
+                tail.popleft()
+            if not tail:
+                del self._tails[room]
+
+    def _forget_before(self, cutoff: str) -> None:
+        """Retention by age reached the tails too (on the loop's thread)."""
+        for room, tail in list(self._tails.items()):
+            while tail and tail[0].ts < cutoff and tail[0].id <= self._committed_id:
+                tail.popleft()
+            if not tail:
+                del self._tails[room]
+
+    # ------------------------------------------------------------------
+    # The writer thread
+
+    def _write_loop(self, fsync: bool) -> None:
+        db = self._open(self.path, fsync)
+        next_prune = time.monotonic() + PRUNE_EVERY
+        dirty_rooms: set[str] = set()
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is None:
+                    return
+                # Take every batch already waiting: one transaction for all.
+                batches = [batch]
+                stop = False
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batches.append(more)
+                error: BaseException | None = None
+                try:
+                    with db:
+                        rows = [row for batch in batches for row in batch[0]]
+                        if rows:
+                            # One statement for the whole batch: executemany
+                            # would take the GIL back once a row, and a busy
+                            # event loop hands it over only every few ms.
+                            db.execute(_INSERT_JSON, (dumps(rows).decode(),))
+                            dirty_rooms.update(r[1] for r in rows)
+                        db.execute(
+                            "UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'",
+                            (batches[-1][1],),
+                        )
+                except sqlite3.Error as exc:
+                    log.error("history: cannot write %s: %s", self.path, exc)
+                    error = exc
+                for _, _, done in batches:
+                    self._call_loop(done, error)
+                if time.monotonic() >= next_prune:
+                    self._prune(db, dirty_rooms)
+                    dirty_rooms = set()
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                if stop:
+                    return
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                if dirty_rooms:
+                    self._prune(db, dirty_rooms)
+                db.close()
+
+    def _call_loop(self, fn: Callable[..., None], *args: object) -> None:
+        if self._loop_call is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            self._loop_call(fn, *args)
+
+    def _prune(self, db: sqlite3.Connection, rooms: set[str]) -> None:
+        """Retention: the newest ``per_room`` of each room, none older than ``max_days``."""
+        try:
+            with db:
+                for room in rooms:
+                    db.execute(
+                        "DELETE FROM messages WHERE room = ? AND id <= (SELECT id FROM messages"
+                        " WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (room, room, self.per_room),
+                    )
+                if self.max_days is not None:
+                    cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
+                    db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
+                    self._call_loop(self._forget_before, cutoff)
+        except sqlite3.Error as exc:
+            log.error("history: cannot prune %s: %s", self.path, exc)
+
+    def prune_now(self) -> None:
+        """Run a retention pass at once (for tests and tools; off the loop's thread)."""
+        db = self._open(self.path, False)
+        try:
+            rooms = {r[0] for r in db.execute("SELECT DISTINCT room FROM messages")}
+            self._prune(db, rooms)
+        finally:
+            db.close()
+
+
+def _msg(row: tuple[int, str, str, str, str, int]) -> MsgEvent:
+    return MsgEvent(
+        id=row[0], ts=row[1], room=row[2], from_=row[3], text=row[4], action=bool(row[5])
+    )
+
+
+def _id(msg: MsgEvent) -> int:
+    return msg.id
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,199 @@
+"""SQLiteHistory on a real file: ids, reads before and after commits, retention, schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chatserver.protocol import MsgEvent, format_ts
+from chatserver.sqlite_history import SCHEMA_VERSION, HistoryError, SQLiteHistory
+
+TIMEOUT = 10
+
+
+class Loop:
+    """Just enough of an event loop to run the store's commit callbacks."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, fn, *args):  # type: ignore[no-untyped-def]
+        async def wrapper():  # type: ignore[no-untyped-def]
+            return fn(*args)
+
+        return self.loop.run_until_complete(wrapper())
+
+    def commit(self, store: SQLiteHistory) -> None:
+        """Commit what was appended and wait until the store says it is on disk."""
+        done = self.loop.create_future()
+
+        async def go() -> None:
+            store.commit(lambda error: done.set_result(error))
+            assert await done is None
+
+        self.loop.run_until_complete(go())
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    lp = Loop()
+    yield lp
+    lp.loop.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sub" / "history.db"
+
+
+def say(store: SQLiteHistory, room: str, text: str, ts: str | None = None) -> MsgEvent:
+    msg = MsgEvent(
+        id=store.allocate_id(),
+        ts=ts or format_ts(datetime.now(UTC).timestamp()),
+        room=room,
+        from_="alice",
+        text=text,
+    )
+    store.append(msg)
+    return msg
+
+
+def rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT id, room, sender, text FROM messages ORDER BY id").fetchall()
+
+
+def test_messages_and_ids_survive_a_reopen(db: Path, loop: Loop) -> None:
+    store = SQLiteHistory(db)
+    sent = [say(store, "lobby", f"m{i}") for i in range(5)]
+    loop.commit(store)
+    dm_id = store.allocate_id()  # a direct message: an id, no row
+    loop.commit(store)
+    store.close()
+    assert rows(db) == [(m.id, "lobby", "alice", m.text) for m in sent]
+
+    again = SQLiteHistory(db)
+    try:
+        assert again.page("lobby", None, 50) == (sent, False)
+        assert again.allocate_id() > dm_id  # never reused, the DM's id included
+    finally:
+        again.close()
+
+
+def test_reads_see_messages_not_committed_yet(db: Path, loop: Loop) -> None:
+    store = SQLiteHistory(db)
+    try:
+        first = [say(store, "r", f"a{i}") for i in range(3)]
+        loop.commit(store)
+        pending = [say(store, "r", f"b{i}") for i in range(2)]  # appended, not committed
+        assert rows(db) == [(m.id, "r", "alice", m.text) for m in first]
+        assert store.page("r", None, 50) == (first + pending, False)
+        assert store.after("r", first[0].id) == (first[1:] + pending, True)
+        assert store.page("r", pending[0].id, 2) == (first[1:], True)
+    finally:
+        store.close()
+    # close() commits what was left
+    assert [r[3] for r in rows(db)] == ["a0", "a1", "a2", "b0", "b1"]
+
+
+def test_paging_reaches_past_the_memory_tail(db: Path, loop: Loop) -> None:
+    store = SQLiteHistory(db)
+    sent = [say(store, "big", f"m{i}") for i in range(600)]  # more than the tail keeps
+    loop.commit(store)
+    store.close()
+    store = SQLiteHistory(db)  # nothing in memory at all now
+    try:
+        got: list[MsgEvent] = []
+        before = None
+        while True:
+            page, more = store.page("big", before, 100)
+            got = page + got
+            if not more:
+                break
+            before = page[0].id
+        assert got == sent
+        assert store.after("big", sent[449].id) == (sent[450:], True)
+        assert store.after("big", 0) == (sent, False)
+        assert store.page("other", None, 10) == ([], False)
+    finally:
+        store.close()
+
+
+def test_retention_by_count_and_the_paging_edge(db: Path, loop: Loop) -> None:
+    store = SQLiteHistory(db, per_room=5)
+    try:
+        sent = [say(store, "r", f"m{i}") for i in range(12)]
+        other = say(store, "quiet", "kept")
+        loop.commit(store)
+        store.prune_now()
+        assert [r[3] for r in rows(db)] == ["m7", "m8", "m9", "m10", "m11", "kept"]
+        assert store.page("r", None, 50) == (sent[7:], False)
+        # At the edge: nothing older, and "more" says so.
+        assert store.page("r", sent[7].id, 50) == ([], False)
+        assert store.page("r", sent[9].id, 50) == (sent[7:9], False)
+        assert store.after("r", sent[2].id) == (sent[7:], False)
+        assert store.page("quiet", None, 5) == ([other], False)
+    finally:
+        store.close()
+
+
+def test_retention_by_age(db: Path, loop: Loop) -> None:
+    store = SQLiteHistory(db, max_days=1)
+    try:
+        old_ts = format_ts((datetime.now(UTC) - timedelta(days=3)).timestamp())
+        old = [say(store, "r", f"old{i}", ts=old_ts) for i in range(3)]
+        new = [say(store, "r", f"new{i}") for i in range(2)]
+        loop.commit(store)
+        store.prune_now()
+        assert [r[3] for r in rows(db)] == ["new0", "new1"]
+        loop.run(lambda: None)  # the tails forget them on the loop's thread
+        assert store.page("r", None, 50) == (new, False)
+        assert old[0].id < new[0].id
+    finally:
+        store.close()
+
+
+def test_schema_version_and_a_newer_schema_is_refused(db: Path) -> None:
+    SQLiteHistory(db).close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(HistoryError, match="newer chatserver"):
+        SQLiteHistory(db)
+
+
+def test_a_second_store_on_the_same_file_is_refused(db: Path) -> None:
+    store = SQLiteHistory(db)
+    try:
+        with pytest.raises(HistoryError, match="in use by another chatserver"):
+            SQLiteHistory(db)
+    finally:
+        store.close()
+    SQLiteHistory(db).close()  # free again once the first is closed
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the pages you are looking for\n" * 200)
+    with pytest.raises(HistoryError, match=r"cannot use .*notes\.txt: file is not a database"):
+        SQLiteHistory(path)
+
+
+def test_commits_group_many_messages(db: Path, loop: Loop) -> None:
+    # One hand-over is one transaction, however many messages it holds.
+    store = SQLiteHistory(db)
+    try:
+        for i in range(1000):
+            say(store, f"r{i % 7}", f"m{i}")
+        loop.commit(store)
+        assert len(rows(db)) == 1000
+        assert not store.has_pending()
+    finally:
+        store.close()
