@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 _KINDS = tuple(ClientKind)
-HOLD_AFTER = 500  # messages accepted during one commit before input waits for it
 
 
 class Room:
@@ -90,10 +89,11 @@ class Hub:
         self._committing = False
         self._closes: list[tuple[Connection, bytes]] = []  # closes waiting for a commit
         self.closer = self._defer_close if self._durable else None
-        # Backpressure: while a commit runs, input stops once this many
-        # messages wait for the next one (a batch stays a few writes' worth).
+        # Backpressure: while a commit runs, input stops once the next batch
+        # holds a quarter of --sendq (so one batch never makes a reader slow).
         self.holding = False
         self._accepted = 0
+        self._hold_after = settings.sendq // 4
         self._waiters: list[Callable[[], None]] = []
         self.users: dict[str, Connection] = {}  # name key -> connection
         self.rooms: dict[str, Room] = {}
@@ -165,6 +165,10 @@ class Hub:
         closes = self._closes
         if not dirty and not closes:
             return
+        wait = self._next_flush - self._time()
+        if wait > 0:  # called early (a flush scheduled before the last one ran)
+            self._call_later(wait, self.flush)
+            return
         self._dirty = []
         self._closes = []
         started = self._time()
@@ -195,12 +199,15 @@ class Hub:
         # A failed commit was logged by the store; the messages still go out
         # (the chat carries on without durable history rather than stopping).
         self._committing = False
+        started = self._time()
         for conn, data in batch:
             self._write(conn, data)
         for conn, last in closes:
             conn.finish_close(last)
+        self._next_flush = 2 * self._time() - started  # as in flush()
         self.holding = False
-        self.flush()
+        if self._dirty or self._closes:
+            self._schedule_flush()
         waiters, self._waiters = self._waiters, []
         for release in waiters:
             release()
@@ -372,8 +379,8 @@ class Hub:
             action=action,
         )
         self.store.append(msg)
-        self._accepted += 1
-        if self._committing and self._accepted >= HOLD_AFTER:
+        self._accepted += len(text) + 200  # about the bytes each member is sent
+        if self._committing and self._accepted >= self._hold_after:
             self.holding = True
         self.broadcast(self.rooms[room_name], msg)
         if ref is not None:
