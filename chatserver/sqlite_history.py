@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -127,6 +128,9 @@ class SQLiteHistory:
         self._writer = threading.Thread(
             target=self._write_loop, args=(fsync,), name="history-writer", daemon=True
         )
+        # The writer needs the GIL a few times a commit; a busy event loop
+        # hands it over only every switch interval (5 ms by default).
+        sys.setswitchinterval(0.0005)
         self._writer.start()
 
     # ------------------------------------------------------------------
