@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROOM",
         help="rooms to join (default: lobby); repeatable",
     )
-    add("--password", help="server password (visible in `ps`: prefer --password-file)")
+    add(
+        "--password",
+        help="server password (visible in `ps`: prefer --password-file or $CHATSERVER_PASSWORD)",
+    )
     add("--password-file", metavar="FILE", help="read the server password from FILE")
     add("--tls", action="store_true", help="connect with TLS")
     add("--cafile", metavar="FILE", help="CA certificates to verify the server with")
@@ -86,6 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(exc.message)
     if not 0 < args.port < 65536:
         parser.error("--port must be from 1 to 65535")
+    if args.password is None and not args.password_file:
+        args.password = os.environ.get("CHATSERVER_PASSWORD") or None
     if args.password_file:
         try:
             with open(args.password_file, encoding="utf-8") as f:

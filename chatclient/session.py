@@ -491,6 +491,10 @@ def _plain(exc: BaseException) -> str:
     """An OS error in plain words, without the errno prefix."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); see --cafile, --insecure"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
     if isinstance(exc, OSError) and exc.strerror:

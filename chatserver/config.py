@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import __version__
 from .protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_TEXT
@@ -31,6 +32,11 @@ class Settings:
     fsync: bool = False  # commits survive power loss, not only a crash
     history_max: int = 10_000  # messages kept per room
     history_days: float | None = None  # and none older than this
+    password: str | None = field(default=None, repr=False)  # never printed, never logged
+    password_delay: float = 1.0  # seconds before a wrong password is answered
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = None  # 5501 when a certificate is given
     backlog: int = 50  # messages replayed on join
     motd: str | None = None
     log_level: str = "INFO"
@@ -80,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-per-ip", type=_positive_int, default=d.max_per_ip, help="connections per address")
     add("--hello-timeout", type=_non_negative, default=d.hello_timeout, help="seconds to say hello")
     add("--frame-timeout", type=_non_negative, default=d.frame_timeout, help="seconds per frame")
+    add(
+        "--password-file",
+        metavar="FILE",
+        help="clients must give the password in FILE's first line "
+        "(or set CHATSERVER_PASSWORD; never on the command line, where ps shows it)",
+    )
+    add("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM): also listen with TLS")
+    add("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    add("--tls-port", type=int, help="TLS port (default 5501 with --tls-cert; 0 picks one)")
     add("--max-rooms", type=_positive_int, default=d.max_rooms, help="rooms one client may join")
     add(
         "--db",
@@ -113,6 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_TLS_PORT = 5501
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
-    ns = build_parser().parse_args(argv)
-    return Settings(**{k: v for k, v in vars(ns).items() if k in Settings.__dataclass_fields__})
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    settings = Settings(**{k: v for k, v in vars(ns).items() if k in Settings.__dataclass_fields__})
+    settings.password = read_password(parser, ns.password_file)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if settings.tls_cert and settings.tls_port is None:
+        settings.tls_port = DEFAULT_TLS_PORT
+    if settings.tls_port is not None and not settings.tls_cert:
+        parser.error("--tls-port needs --tls-cert and --tls-key")
+    return settings
+
+
+def read_password(parser: argparse.ArgumentParser, path: str | None) -> str | None:
+    """The server password: the first line of --password-file, else $CHATSERVER_PASSWORD."""
+    if path is None:
+        return os.environ.get("CHATSERVER_PASSWORD") or None
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read --password-file {path}: {getattr(exc, 'strerror', exc)}")
+    if not password:
+        parser.error(f"--password-file {path}: the first line is empty")
+    return password

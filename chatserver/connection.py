@@ -8,6 +8,7 @@ it in :attr:`Connection.out` and flushes it once per event-loop turn.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from .protocol import (
     Ping,
     ProtocolError,
     Quit,
+    Ref,
     Rooms,
     Say,
     Who,
@@ -161,8 +163,10 @@ class ConnectionHandler(asyncio.Protocol):
         "_held",
         "_hello_timer",
         "_last",
+        "_password_ok",
         "_pos",
         "_refuse_why",
+        "_refused",
         "_resume_timer",
         "_tokens",
         "_units",
@@ -192,6 +196,8 @@ class ConnectionHandler(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._held = False  # reading paused until the hub's commit is done
+        self._password_ok = settings.password is None
+        self._refused = False  # a wrong password: waiting out the delay
         self._tokens = float(settings.msg_burst)
         self._last = self.loop.time()
 
@@ -404,6 +410,8 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _on_unit(self, unit: bytes) -> float:
         """Handle one frame payload or one line; return how long to pause reading."""
+        if self._refused:
+            return 0.0  # a wrong password: nothing more is heard
         if not self.registered:
             self._before_hello(unit)
             return 0.0
@@ -464,12 +472,58 @@ class ConnectionHandler(asyncio.Protocol):
                 conn, ErrorCode.HELLO_REQUIRED, "say hello first", getattr(request, "ref", None)
             )
             return
+        if not self._password_ok and not self._check_password(request.password):
+            self._refuse_password(request.ref)
+            return
         self._register(request)
 
+    def _check_password(self, given: str | None) -> bool:
+        password = self.settings.password
+        if password is None:
+            return True
+        # Constant time: how much of a guess is right must not show in the timing.
+        self._password_ok = given is not None and hmac.compare_digest(
+            given.encode(), password.encode()
+        )
+        return self._password_ok
+
+    def _refuse_password(self, ref: Ref = None) -> None:
+        """``bad_password`` and close, after a delay that slows guessing down.
+
+        Only this connection waits (its reading paused); never the password in the log.
+        """
+        conn = self.conn
+        log.info("%s: wrong or missing password", conn)
+        self._refused = True
+        self._held = True
+        conn.transport.pause_reading()
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        error = ErrorEvent(
+            code=ErrorCode.BAD_PASSWORD.value, message="wrong or missing password", ref=ref
+        )
+        self._resume_timer = self.loop.call_later(
+            self.settings.password_delay, lambda: conn.close(error=error)
+        )
+
     def _plain_hello(self, unit: bytes) -> None:
-        """A plain-text or line client's first line is its name."""
+        """A plain-text or line client's first line is its name (after ``PASS secret``
+        when the server has a password)."""
         try:
-            name = check_name(self._text(unit).strip())
+            text = self._text(unit).strip()
+        except ProtocolError as exc:
+            self.conn.close(error=ErrorEvent(code=exc.code.value, message=exc.message))
+            return
+        if text.startswith("PASS ") or text == "PASS":
+            if not self._check_password(text[5:]):
+                self._refuse_password()
+            return  # the name comes next
+        if not self._password_ok:
+            self._refuse_password()
+            return
+        try:
+            name = check_name(text)
         except ProtocolError as exc:
             self.conn.close(error=ErrorEvent(code=exc.code.value, message=exc.message))
             return

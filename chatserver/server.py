@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import ssl
 import sys
 from collections import Counter
 
@@ -16,6 +17,7 @@ from .connection import Connection, ConnectionHandler, set_linger
 from .history import HistoryStore, MemoryHistory
 from .hub import Hub
 from .sqlite_history import HistoryError, SQLiteHistory
+from .tls import TLSError, server_context
 
 log = logging.getLogger("chatserver")
 
@@ -23,8 +25,18 @@ log = logging.getLogger("chatserver")
 class ChatServer:
     """The listening socket and every connection task, around one hub."""
 
-    def __init__(self, settings: Settings, store: HistoryStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: HistoryStore | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.settings = settings
+        if tls is None and settings.tls_cert and settings.tls_key:
+            tls = server_context(settings.tls_cert, settings.tls_key)
+        self.tls = tls
+        self._tls_server: asyncio.Server | None = None
+        self.tls_address: tuple[str, int] | None = None
         self.store = store if store is not None else open_store(settings)
         self.hub: Hub | None = None
         self.connections: dict[Connection, asyncio.Task[None]] = {}
@@ -42,6 +54,20 @@ class ChatServer:
         )
         sockname = self._server.sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
+        if self.tls is not None:
+            # The same hub, limits and handlers; TLS underneath. A handshake
+            # must finish within the hello timeout.
+            port = self.settings.tls_port if self.settings.tls_port is not None else 5501
+            self._tls_server = await asyncio.start_server(
+                self._on_connect,
+                self.settings.host,
+                port,
+                ssl=self.tls,
+                ssl_handshake_timeout=self.settings.hello_timeout or None,
+                reuse_address=True,
+            )
+            sockname = self._tls_server.sockets[0].getsockname()
+            self.tls_address = (sockname[0], sockname[1])
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One task per connection (asyncio.start_server makes it)."""
@@ -94,8 +120,9 @@ class ChatServer:
     async def shutdown(self) -> None:
         """Stop accepting, send `bye shutdown` to everyone, wait for them, close."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         if self.hub is not None:
             self.hub.shutdown(self.connections)
         tasks = list(self.connections.values())
@@ -125,7 +152,10 @@ def _is_loopback(ip: str) -> bool:
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event | None = None, store: HistoryStore | None = None
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    store: HistoryStore | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Run a server until SIGINT/SIGTERM (or ``stop`` is set), then shut down."""
     stop = stop or asyncio.Event()
@@ -133,13 +163,15 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = ChatServer(settings, store)
+    server = ChatServer(settings, store, tls)
     try:
         await server.start()
     except BaseException:
         server.store.close()
         raise
     host, port = server.address
+    if server.tls_address is not None:
+        log.info("TLS on %s:%d", *server.tls_address)
     loop_name = type(loop).__module__.split(".")[0]
     log.info(
         "chatserver %s listening on %s:%d (%s loop, history in %s)",
@@ -174,6 +206,13 @@ def run(settings: Settings) -> int:
             if settings.loop == "uvloop":
                 log.error("--loop uvloop: uvloop is not installed (pip install chatserver[fast])")
                 return 2
+    tls = None
+    if settings.tls_cert and settings.tls_key:
+        try:
+            tls = server_context(settings.tls_cert, settings.tls_key)
+        except TLSError as exc:
+            log.error("%s", exc)
+            return 4
     try:
         store = open_store(settings)
     except HistoryError as exc:
@@ -181,7 +220,7 @@ def run(settings: Settings) -> int:
         return 3
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings, store=store))
+            runner.run(serve(settings, store=store, tls=tls))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
         return 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import unicodedata
+from functools import lru_cache
 from typing import Any
 
 from .errors import ErrorCode, ProtocolError
@@ -22,19 +24,63 @@ def _allowed(value: str, punct: frozenset[str]) -> bool:
 
 
 def check_name(value: Any) -> str:
-    """A user name as given: 1-32 letters, digits and ``_ - . [ ] { } ^ |``."""
+    """A user name, NFKC-normalised: 1-32 letters, digits and ``_ - . [ ] { } ^ |``,
+    the letters from one script (see :func:`check_script`)."""
     if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX_CHARS:
+        raise ProtocolError(ErrorCode.BAD_NAME, "a name is 1 to 32 characters")
+    # Fullwidth, ligature and "mathematical" forms become the plain letters
+    # they look like, so fullwidth `alice` is `alice` (and taken if alice is here).
+    value = unicodedata.normalize("NFKC", value)
+    if not 1 <= len(value) <= NAME_MAX_CHARS:
         raise ProtocolError(ErrorCode.BAD_NAME, "a name is 1 to 32 characters")
     if not _allowed(value, _NAME_PUNCT):
         raise ProtocolError(
             ErrorCode.BAD_NAME, "a name has letters, digits and _ - . [ ] { } ^ | only"
         )
+    check_script(value, ErrorCode.BAD_NAME, "name")
     return value
 
 
 def name_key(name: str) -> str:
-    """Names are unique and compared case-insensitively."""
+    """Names are unique and compared case-insensitively (after NFKC, in check_name)."""
     return name.casefold()
+
+
+# UTS #39 "highly restrictive": one script, or Latin with Han and the scripts
+# written beside it in Japanese, Chinese or Korean.
+_SCRIPT_MIXES = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+
+
+@lru_cache(maxsize=4096)
+def _script(ch: str) -> str | None:
+    """A letter's script, read off its Unicode name; None for anything not a letter."""
+    if not ch.isalpha():
+        return None
+    if ch.isascii():
+        return "LATIN"
+    word = unicodedata.name(ch, "?").split(" ", 1)[0]
+    if word == "CJK":
+        return "HAN"
+    if word in ("MODIFIER", "COMBINING"):
+        return None
+    return word
+
+
+def check_script(value: str, code: ErrorCode, what: str) -> None:
+    """Refuse a mix of scripts that can imitate another word: a Cyrillic `a`
+    (U+0430) in an otherwise Latin `alice` passes for `alice` on every screen."""
+    if value.isascii():
+        return
+    scripts = {s for s in map(_script, value) if s is not None}
+    if len(scripts) <= 1 or any(scripts <= mix for mix in _SCRIPT_MIXES):
+        return
+    raise ProtocolError(
+        code, f"a {what} mixes scripts ({', '.join(sorted(scripts)).lower()}): use one"
+    )
 
 
 _room_cache: dict[str, str] = {}  # spelling -> canonical name, for the per-message path
@@ -62,8 +108,12 @@ def _check_room(value: Any) -> str:
         value = value[1:]
     if not isinstance(value, str) or not 1 <= len(value) <= ROOM_MAX_CHARS:
         raise ProtocolError(ErrorCode.BAD_ROOM, "a room name is 1 to 32 characters")
+    value = unicodedata.normalize("NFKC", value)
+    if not 1 <= len(value) <= ROOM_MAX_CHARS:
+        raise ProtocolError(ErrorCode.BAD_ROOM, "a room name is 1 to 32 characters")
     if not _allowed(value, _ROOM_PUNCT):
         raise ProtocolError(ErrorCode.BAD_ROOM, "a room name has letters, digits, _ and - only")
+    check_script(value, ErrorCode.BAD_ROOM, "room name")
     return value.casefold()
 
 
