@@ -252,6 +252,8 @@ class ConnectionHandler(asyncio.Protocol):
         if decoder is None:
             data = self._sniff(data)
             if not data:
+                # Not even the kind is known yet, but a frame or line has begun.
+                self._watch_partial(bool(self._head))
                 return
             decoder = self.decoder
             assert decoder is not None

@@ -46,22 +46,35 @@ def _escape_table() -> dict[int, str]:
 _ESCAPES = _escape_table()
 
 
-def escape(text: str) -> str:
-    """Make text safe to write to a terminal: controls become visible escapes."""
+def escape(text: object) -> str:
+    """Make text safe to write to a terminal: controls become visible escapes.
+
+    Every field that came over the network goes through here, names and rooms
+    too: the server validates them, but a client must not trust the server.
+    """
+    if type(text) is not str:
+        text = "" if text is None else str(text)
     if text.isprintable():  # the common case, checked in C: Cc, Cf, Zl, Zp all fail it
         return text
-    return text.translate(_ESCAPES)
+    text = text.translate(_ESCAPES)
+    if text.isprintable():
+        return text
+    # Whatever else is not printable (other format characters, unassigned
+    # code points, surrogates) is shown by number too.
+    return "".join(ch if ch.isprintable() else f"\\u{{{ord(ch):04x}}}" for ch in text)
 
 
-def clock(ts: str) -> str:
+def clock(ts: object) -> str:
     """``HH:MM:SS`` of an RFC 3339 timestamp (UTC, as on the wire)."""
+    ts = escape(ts)
     return ts[11:19] if len(ts) >= 19 else ts
 
 
 def render_msg(msg: MsgEvent) -> str:
+    e = escape
     if msg.action:
-        return f"{clock(msg.ts)} [{msg.room}] * {msg.from_} {escape(msg.text)}"
-    return f"{clock(msg.ts)} [{msg.room}] <{msg.from_}> {escape(msg.text)}"
+        return f"{clock(msg.ts)} [{e(msg.room)}] * {e(msg.from_)} {e(msg.text)}"
+    return f"{clock(msg.ts)} [{e(msg.room)}] <{e(msg.from_)}> {e(msg.text)}"
 
 
 def render(event: Event, me: str = "") -> list[str]:
@@ -69,38 +82,40 @@ def render(event: Event, me: str = "") -> list[str]:
 
     Only direct messages depend on the viewer (``->`` sent, ``<-`` received).
     """
+    e = escape
     if isinstance(event, MsgEvent):
         return [render_msg(event)]
     if isinstance(event, DmEvent):
-        text = f"* {event.from_} {escape(event.text)}" if event.action else escape(event.text)
-        if event.from_.casefold() == me.casefold():
-            return [f"{clock(event.ts)} -> {event.to}: {text}"]
-        return [f"{clock(event.ts)} <- {event.from_}: {text}"]
+        text = f"* {e(event.from_)} {e(event.text)}" if event.action else e(event.text)
+        if e(event.from_).casefold() == me.casefold():
+            return [f"{clock(event.ts)} -> {e(event.to)}: {text}"]
+        return [f"{clock(event.ts)} <- {e(event.from_)}: {text}"]
     now = clock(getattr(event, "ts", "") or now_ts())
     if isinstance(event, JoinEvent):
-        return [f"{now} -- {event.name} joined {event.room}"]
+        return [f"{now} -- {e(event.name)} joined {e(event.room)}"]
     if isinstance(event, LeaveEvent):
-        reason = f" ({escape(event.reason)})" if event.reason else ""
-        return [f"{now} -- {event.name} left {event.room}{reason}"]
+        reason = f" ({e(event.reason)})" if event.reason else ""
+        return [f"{now} -- {e(event.name)} left {e(event.room)}{reason}"]
     if isinstance(event, NickEvent):
-        return [f"{now} -- {event.old} is now known as {event.new}"]
+        return [f"{now} -- {e(event.old)} is now known as {e(event.new)}"]
     if isinstance(event, HistoryReply):
-        return [render_msg(m) for m in event.messages]
+        return [render_msg(m) for m in event.messages if isinstance(m, MsgEvent)]
     if isinstance(event, WhoReply):
-        return [f"{now} -- {event.room}: {' '.join(event.names) or '(nobody)'}"]
+        names = " ".join(e(n) for n in event.names or ())
+        return [f"{now} -- {e(event.room)}: {names or '(nobody)'}"]
     if isinstance(event, RoomsReply):
-        listing = ", ".join(f"{r.name} ({r.members})" for r in event.rooms) or "none"
+        listing = ", ".join(f"{e(r.name)} ({e(r.members)})" for r in event.rooms) or "none"
         return [f"{now} -- rooms: {listing}"]
     if isinstance(event, Welcome):
-        rooms = ", ".join(event.rooms) or "no room"
-        lines = [f"{now} -- welcome, {event.name}! you are in {rooms}. /help lists the commands"]
+        rooms = ", ".join(e(r) for r in event.rooms or ()) or "no room"
+        lines = [f"{now} -- welcome, {e(event.name)}! you are in {rooms}. /help lists the commands"]
         if event.motd:
-            lines.append(f"{now} -- {escape(event.motd)}")
+            lines.append(f"{now} -- {e(event.motd)}")
         return lines
     if isinstance(event, Pong):
         return [f"{now} -- pong"]
     if isinstance(event, ErrorEvent):
-        return [f"{now} !! {event.code}: {escape(event.message)}"]
+        return [f"{now} !! {e(event.code)}: {e(event.message)}"]
     if isinstance(event, Bye):
-        return [f"{now} -- bye ({event.reason})"]
+        return [f"{now} -- bye ({e(event.reason)})"]
     return []

@@ -15,7 +15,7 @@ from chatclient.tui import ChatApp
 from tests.helpers import Client, ThreadServer
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll the app's model until check() holds (the app redraws on its own loop)."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -76,7 +76,7 @@ def test_type_switch_complete_paste_quit(
             keys.send_text("\x0e")  # Ctrl-N wraps around to the first pane
             await until(lambda: chat.state.current == "lobby")
             keys.send_text("/quit\r")
-            return await asyncio.wait_for(run, 5)
+            return await asyncio.wait_for(run, 10)
 
     assert asyncio.run(scenario()) == 0
     assert bob.expect("leave", name="alice")["room"] in ("lobby", "dev")
