@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A chat server: rooms, direct messages and history over one TCP port "
         "for framed JSON, framed plain-text and line-mode (netcat/telnet) clients.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Exit status: 0 stopped cleanly, 1 cannot listen, 2 usage error, "
+        "3 the history database cannot be used, 4 the TLS certificate or key cannot be used.",
     )
     add = p.add_argument
     add("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
