@@ -40,6 +40,7 @@ log = logging.getLogger("chatserver")
 SCHEMA_VERSION = 1
 CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
 PRUNE_EVERY = 5.0  # seconds between retention passes of the writer thread
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
 
 
 class HistoryError(Exception):
@@ -132,6 +133,11 @@ class SQLiteHistory:
         # hands it over only every switch interval (5 ms by default).
         sys.setswitchinterval(0.0005)
         self._writer.start()
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, args=(fsync,), name="history-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     # ------------------------------------------------------------------
     # Opening
@@ -243,6 +249,8 @@ class SQLiteHistory:
             self._rows = []
         self._queue.put(None)
         self._writer.join(timeout=10)
+        self._stop.set()
+        self._checkpointer.join(timeout=10)
         with contextlib.suppress(sqlite3.Error):
             self._read.close()
         self._lock_file.close()  # type: ignore[attr-defined]
@@ -281,6 +289,9 @@ class SQLiteHistory:
 
     def _write_loop(self, fsync: bool) -> None:
         db = self._open(self.path, fsync)
+        # Checkpoints (which sync the database file) run on their own thread:
+        # inside a commit they would hold every waiting message up.
+        db.execute("PRAGMA wal_autocheckpoint=0")
         next_prune = time.monotonic() + PRUNE_EVERY
         dirty_rooms: set[str] = set()
         try:
@@ -330,6 +341,18 @@ class SQLiteHistory:
                 if dirty_rooms:
                     self._prune(db, dirty_rooms)
                 db.close()
+
+    def _checkpoint_loop(self, fsync: bool) -> None:
+        """Move the WAL into the database now and then, off the writer's path."""
+        db = self._open(self.path, fsync)
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY):
+                with contextlib.suppress(sqlite3.Error):  # busy now: next time
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            db.close()
 
     def _call_loop(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop_call is None:

@@ -257,3 +257,15 @@ class ProcessServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(TIMEOUT)
+
+
+def read_to_eof(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
+    """Everything until EOF (or a reset); fails if the peer keeps it open."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 import pytest
 
 from chatserver.protocol import encode_frame
-from tests.helpers import TIMEOUT, Client, LineClient, ProcessServer
+from tests.helpers import TIMEOUT, Client, LineClient, ProcessServer, read_to_eof
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,18 +63,6 @@ def assert_unharmed(a: Client, b: Client, baseline: float) -> None:
     assert during < max(0.05, 20 * baseline), (during, baseline)
 
 
-def closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Everything until EOF (or a reset); fails if the server keeps it open."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 def test_connection_flood_is_refused_and_recovers() -> None:
     proc = ProcessServer("--max-clients", "30", "--msg-rate", "0")
     try:
@@ -86,7 +74,7 @@ def test_connection_flood_is_refused_and_recovers() -> None:
                 flood.append(s)
             refused = 0
             for s in flood[28:]:  # 2 bystanders + 28 flooders fill the 30
-                data = closed(s)
+                data = read_to_eof(s)
                 assert b'"server_full"' in data, data
                 refused += 1
             assert refused == 32
@@ -129,9 +117,9 @@ def test_slowloris_and_silent_connections_are_closed_at_their_deadlines() -> Non
             feeder.start()
             started = time.monotonic()
             for s in dribblers:
-                assert closed(s).endswith(b'{"type":"bye","reason":"idle"}')
+                assert read_to_eof(s).endswith(b'{"type":"bye","reason":"idle"}')
             for s in silent:
-                assert closed(s) == b""
+                assert read_to_eof(s) == b""
             elapsed = time.monotonic() - started
             assert 1.0 <= elapsed < 6, elapsed
             stop.set()
@@ -149,7 +137,7 @@ def test_a_ten_digit_length_is_refused_before_any_payload() -> None:
         with bystanders(proc.port) as (a, b, baseline):
             s = socket.create_connection(("127.0.0.1", proc.port), timeout=TIMEOUT)
             s.sendall(b"9999999999")
-            data = closed(s)
+            data = read_to_eof(s)
             assert b'"frame_too_large"' in data and data.endswith(
                 b'{"type":"bye","reason":"protocol_error"}'
             )
@@ -174,7 +162,7 @@ def test_a_hundred_megabytes_of_garbage_is_cut_off_early() -> None:
             except OSError:
                 pass  # reset or broken pipe: the server hung up
             assert sent < 100 << 20, "the server read 100 MB of garbage"
-            closed(s)
+            read_to_eof(s)
             s.close()
             assert rss_kib(proc.proc.pid) - before < 16 * 1024
             assert_unharmed(a, b, baseline)
