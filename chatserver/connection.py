@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatserver")
 
+UNITS_PER_TURN = 256  # frames or lines handled from one client before others get a turn
+
 
 class Connection:
     """A client as the hub sees it: its name, rooms, outbox and transport."""
@@ -283,7 +285,15 @@ class ConnectionHandler(asyncio.Protocol):
         conn = self.conn
         units = self._units
         hub = self.hub
+        budget = UNITS_PER_TURN
         while self._pos < len(units):
+            if not budget:
+                # One read can hold thousands of tiny frames: let the others
+                # have a turn (without a rate limit nothing else would stop us).
+                conn.transport.pause_reading()
+                self._resume_timer = self.loop.call_soon(self._resume)  # type: ignore[assignment]
+                return
+            budget -= 1
             if hub.holding and self.registered:
                 # The disk is behind: read nothing more until the commit that
                 # runs is done (the batch after it stays bounded).

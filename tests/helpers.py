@@ -253,6 +253,24 @@ class ProcessServer:
             timer.cancel()
         raise AssertionError(f"log never matched {pattern!r}: {''.join(self.log)}")
 
+    def drain(self) -> None:
+        """Keep reading the log in the background, so a chatty server never
+        blocks on a full stderr pipe (a flood logs a line per connection)."""
+
+        def consume() -> None:
+            for line in self._lines:
+                self.log.append(line)
+
+        threading.Thread(target=consume, daemon=True).start()
+
+    def rss_kib(self) -> int:
+        """The server's resident set size in KiB, from /proc (Linux)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc status")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -1,0 +1,116 @@
+"""Connection floods past --max-clients and --max-per-ip against a real process."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.helpers import TIMEOUT, Client, ProcessServer
+from tests.security.conftest import Bystanders
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _refused(client: Client) -> None:
+    """A refused hello: error server_full, then the server closes."""
+    events = client.wait_closed()
+    assert [e["type"] for e in events] == ["error"], events
+    assert events[0]["code"] == "server_full", events
+
+
+def _admitted_again(port: int, host: str, name: str) -> Client:
+    """Connect until a hello is welcomed: the server counts closes asynchronously."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        c = Client(port, host)
+        c.send({"type": "hello", "name": name})
+        events = []
+        try:
+            event = c.recv()
+            if event["type"] == "welcome":
+                return c
+            events.append(event)
+        except AssertionError:
+            pass
+        c.close()
+        assert time.monotonic() < deadline, f"never admitted again: {events}"
+
+
+def test_flood_past_max_clients(
+    start_server: Callable[..., ProcessServer], bystanders: Callable[[int], Bystanders]
+) -> None:
+    limit = 20
+    server = start_server("--max-clients", str(limit))
+    users = bystanders(server.port)
+    baseline = users.baseline()
+
+    fillers = [Client(server.port) for _ in range(limit - 2)]
+    for i, c in enumerate(fillers):
+        c.hello(f"filler{i}")
+    flood = [Client(server.port) for _ in range(60)]
+    for i, c in enumerate(flood):
+        c.send({"type": "hello", "name": f"flood{i}"})
+    for c in flood:
+        _refused(c)
+        c.close()
+    users.assert_unhurt(baseline)
+
+    for c in fillers:
+        c.close()
+    # The count recovers: as many new users as the fillers were are welcomed.
+    newcomers = [_admitted_again(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
+    extra = Client(server.port)
+    extra.send({"type": "hello", "name": "onetoomany"})
+    _refused(extra)
+    users.assert_unhurt(baseline)
+    for c in newcomers:
+        c.close()
+
+
+def _outside_address() -> str | None:
+    """A non-loopback address of this host (per-IP limits exempt loopback)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: only picks a route
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_flood_past_max_per_ip(
+    start_server: Callable[..., ProcessServer], bystanders: Callable[[int], Bystanders]
+) -> None:
+    addr = _outside_address()
+    if addr is None:
+        pytest.skip("no non-loopback address to connect from")
+    per_ip = 5
+    server = start_server("--host", "0.0.0.0", "--max-per-ip", str(per_ip))
+    users = bystanders(server.port)  # over loopback: exempt, and unaffected
+    baseline = users.baseline()
+
+    mine = [Client(server.port, addr) for _ in range(per_ip)]
+    for i, c in enumerate(mine):
+        c.hello(f"ip{i}")
+    flood = [Client(server.port, addr) for _ in range(40)]
+    for i, c in enumerate(flood):
+        c.send({"type": "hello", "name": f"flood{i}"})
+    for c in flood:
+        _refused(c)
+        c.close()
+    users.assert_unhurt(baseline)
+    # Loopback is exempt: a further local user is still welcomed.
+    local = Client(server.port)
+    local.hello("local")
+
+    mine[0].close()
+    again = _admitted_again(server.port, addr, "ip-again")
+    one_more = Client(server.port, addr)
+    one_more.send({"type": "hello", "name": "one-more"})
+    _refused(one_more)
+    users.assert_unhurt(baseline)
+    for c in (*mine[1:], again, local):
+        c.close()
