@@ -197,3 +197,18 @@ def test_commits_group_many_messages(db: Path, loop: Loop) -> None:
         assert not store.has_pending()
     finally:
         store.close()
+
+
+def test_with_fsync_a_writer_thread_commits(db: Path, loop: Loop) -> None:
+    # --fsync: commits wait for the disk, so they leave the loop's thread.
+    store = SQLiteHistory(db, fsync=True)
+    try:
+        assert store._writer.is_alive()
+        sent = [say(store, "r", f"m{i}") for i in range(50)]
+        loop.commit(store)
+        assert [r[3] for r in rows(db)] == [m.text for m in sent]
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+    assert not store._writer.is_alive()
