@@ -22,13 +22,21 @@ def sweep(
     *,
     start: float,
     precision: float = 0.1,
+    repeat: int = 1,
     on_step: Callable[[Report], None] | None = None,
 ) -> tuple[Report | None, list[Report]]:
-    """Return the best passing step (None if even the lowest rate failed) and every step."""
+    """Return the best passing step (None if even the lowest rate failed) and every step.
+
+    With ``repeat`` > 1 each step is measured that many times (a fresh server
+    each) and judged by the run with the median p99: on a noisy machine one
+    stall must not decide a step.
+    """
     steps: list[Report] = []
 
     def step(rate: float) -> Report:
-        rep = measure(scn.with_overrides(rate=round(rate, 1)), target)
+        runs = [measure(scn.with_overrides(rate=round(rate, 1)), target) for _ in range(repeat)]
+        runs.sort(key=_p99)
+        rep = runs[len(runs) // 2]
         steps.append(rep)
         if on_step is not None:
             on_step(rep)
@@ -61,3 +69,8 @@ def sweep(
         else:
             high = mid
     return best, steps
+
+
+def _p99(rep: Report) -> float:
+    p99 = rep.latency_ms.get("p99")
+    return float("inf") if p99 is None else p99
