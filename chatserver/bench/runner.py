@@ -49,7 +49,15 @@ BUSY_WARN = 0.15  # a CPU busier than this before the run makes the figures susp
 
 def measure(scn: Scenario, target: Target) -> Report:
     busy = {cpu: b for cpu, b in busy_cpus().items() if b > BUSY_WARN}
-    rep = _measure(scn, target)
+    # The coordinator keeps off the server's CPU during a run; it must get all
+    # its CPUs back after it, or the next run (a sweep's next step) would
+    # start its server on the generator's CPU, unpinned.
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        rep = _measure(scn, target)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
     if busy:
         rep.machine_busy = busy
     return rep

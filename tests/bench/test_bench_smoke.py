@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from chatserver.bench.__main__ import main
+from chatserver.bench.launcher import can_pin
+from chatserver.bench.runner import Target, measure
+from chatserver.bench.scenarios import SCENARIOS
 
 
 @pytest.mark.timeout(30)
@@ -28,3 +32,19 @@ def test_tiny_run_counts_every_delivery(capsys: pytest.CaptureFixture[str]) -> N
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
     assert result["server_rss_kib"] > 0
     assert result["passed"] is True
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not can_pin(), reason="needs taskset and at least 2 CPUs")
+def test_every_run_pins_its_server_to_cpu_0() -> None:
+    # A sweep measures many times from one process: each run must start its
+    # server pinned, and give the coordinator its CPUs back afterwards.
+    scn = SCENARIOS["bigroom"].with_overrides(
+        clients=4, room_size=4, senders=4, rate=40, duration=0.3, sample=1, drain=1.0
+    )
+    before = os.sched_getaffinity(0)
+    for _ in range(2):
+        rep = measure(scn, Target(workers=1, db_memory=True))
+        assert rep.server_command is not None and rep.server_command[:3] == ["taskset", "-c", "0"]
+        assert rep.delivered == rep.expected > 0
+        assert os.sched_getaffinity(0) == before
