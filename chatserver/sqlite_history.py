@@ -8,6 +8,9 @@ and holds back the bytes it would send until that batch is committed
 disk, and while one batch commits the next one grows: under load each
 commit carries more rows.
 
+Retention runs inside those same commits, a bounded number of rows each
+time: no other connection ever writes, so a commit never waits for a lock.
+
 Reads (join backlog, ``history`` paging, ``hello.since``) come from an
 in-memory tail of each room's newest messages, which also holds the rows not
 committed yet, and from SQLite for anything older (indexed range queries on a
@@ -39,7 +42,8 @@ log = logging.getLogger("chatserver")
 
 SCHEMA_VERSION = 1
 CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
-PRUNE_EVERY = 5.0  # seconds between retention passes of the writer thread
+PRUNE_EVERY = 5.0  # seconds between retention-by-age passes
+PRUNE_CHUNK = 256  # rows a commit deletes at most: retention never stalls a commit
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
 
 
@@ -129,10 +133,24 @@ class SQLiteHistory:
         self._handed_id = self._last_id  # the last id of the last hand-over
         self._loop_call: Callable[..., object] | None = None
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        # Retention: exact at start-up (a lowered --history-max applies at
+        # once), then from the committing thread in small steps.
+        try:
+            self._prune(self._read, None)
+            self._counts: dict[str, int] = dict(
+                self._read.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
+            )
+        except sqlite3.Error as exc:
+            self._read.close()
+            self._lock_file.close()
+            raise HistoryError(f"cannot use {self.path}: {exc}") from None
+        # A room is trimmed once it is this far over (deletes come in runs).
+        self._slack = max(1, min(per_room // 20, 500))
+        self._next_age_pass = time.monotonic() + PRUNE_EVERY
+        self._age_before: int | None = None  # age retention: ids below this still to delete
         # Without --fsync a commit costs no disk wait: the loop commits itself.
         # With it, a commit waits for the disk: one writer thread does that.
         self._inline = not fsync
-        self._dirty_rooms: set[str] = set()  # rooms written since the last prune (inline)
         self._writer = threading.Thread(
             target=self._write_loop, args=(fsync,), name="history-writer", daemon=True
         )
@@ -227,14 +245,68 @@ class SQLiteHistory:
         db = self._read
         try:
             with db:
-                if rows:
-                    db.execute(_INSERT_JSON, (dumps(rows).decode(),))
-                    self._dirty_rooms.update(r[1] for r in rows)
-                db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last,))
+                self._write_rows(db, rows, last)
         except sqlite3.Error as exc:
             log.error("history: cannot write %s: %s", self.path, exc)
             return exc
         return None
+
+    def _write_rows(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
+        """One commit's statements, on the committing thread, inside its transaction."""
+        if rows:
+            # One statement for the whole batch: executemany would take the GIL
+            # back once a row, and a busy event loop hands it over only every
+            # switch interval.
+            db.execute(_INSERT_JSON, (dumps(rows).decode(),))
+        if not rows or rows[-1][0] != last:
+            # Direct messages take ids too but are not stored: remember the
+            # highest id handed out, so ids keep increasing across restarts.
+            db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last,))
+        self._retain(db, rows)
+
+    def _retain(self, db: sqlite3.Connection, rows: list[_Row]) -> None:
+        """Retention, a bounded step per commit, so that no commit grows long."""
+        counts = self._counts
+        budget = PRUNE_CHUNK
+        for row in rows:
+            counts[row[1]] = counts.get(row[1], 0) + 1
+        limit = self.per_room + self._slack
+        for room in {row[1] for row in rows}:
+            if counts[room] > limit:
+                n = min(counts[room] - self.per_room, budget)
+                db.execute(
+                    "DELETE FROM messages WHERE id IN"
+                    " (SELECT id FROM messages WHERE room = ? ORDER BY id LIMIT ?)",
+                    (room, n),
+                )
+                counts[room] -= n
+                budget -= n
+                if not budget:
+                    return
+        if self.max_days is None:
+            return
+        if self._age_before is None and time.monotonic() >= self._next_age_pass:
+            self._next_age_pass = time.monotonic() + PRUNE_EVERY
+            cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
+            # Ids grow with time: the oldest rows come first in id order, so
+            # this stops at the first row young enough to keep.
+            first = db.execute(
+                "SELECT id FROM messages WHERE ts >= ? ORDER BY id LIMIT 1", (cutoff,)
+            ).fetchone()
+            if first is None:  # every row is too old
+                first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()
+            self._age_before = first[0]
+            self._call_loop(self._forget_before, cutoff)
+        if self._age_before is not None:
+            gone = db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id < ?"
+                " ORDER BY id LIMIT ?) RETURNING room",
+                (self._age_before, budget),
+            ).fetchall()
+            for (room,) in gone:
+                counts[room] -= 1
+            if len(gone) < budget:
+                self._age_before = None
 
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
@@ -324,8 +396,6 @@ class SQLiteHistory:
         # Checkpoints (which sync the database file) run on their own thread:
         # inside a commit they would hold every waiting message up.
         db.execute("PRAGMA wal_autocheckpoint=0")
-        next_prune = time.monotonic() + PRUNE_EVERY
-        dirty_rooms: set[str] = set()
         try:
             while True:
                 batch = self._queue.get()
@@ -347,46 +417,25 @@ class SQLiteHistory:
                 try:
                     with db:
                         rows = [row for batch in batches for row in batch[0]]
-                        if rows:
-                            # One statement for the whole batch: executemany
-                            # would take the GIL back once a row, and a busy
-                            # event loop hands it over only every few ms.
-                            db.execute(_INSERT_JSON, (dumps(rows).decode(),))
-                            dirty_rooms.update(r[1] for r in rows)
-                        db.execute(
-                            "UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'",
-                            (batches[-1][1],),
-                        )
+                        self._write_rows(db, rows, batches[-1][1])
                 except sqlite3.Error as exc:
                     log.error("history: cannot write %s: %s", self.path, exc)
                     error = exc
                 for _, _, done in batches:
                     self._call_loop(done, error)
-                if time.monotonic() >= next_prune:
-                    self._prune(db, dirty_rooms)
-                    dirty_rooms = set()
-                    next_prune = time.monotonic() + PRUNE_EVERY
                 if stop:
                     return
         finally:
             with contextlib.suppress(sqlite3.Error):
-                if dirty_rooms:
-                    self._prune(db, dirty_rooms)
                 db.close()
 
     def _checkpoint_loop(self, fsync: bool) -> None:
         """Move the WAL into the database now and then, off the writer's path."""
         db = self._open(self.path, fsync)
-        next_prune = time.monotonic() + PRUNE_EVERY
         try:
             while not self._stop.wait(CHECKPOINT_EVERY):
                 with contextlib.suppress(sqlite3.Error):  # busy now: next time
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if self._inline and time.monotonic() >= next_prune:
-                    # The loop commits, so retention runs here, off its path.
-                    rooms, self._dirty_rooms = self._dirty_rooms, set()
-                    self._prune(db, set(rooms))
-                    next_prune = time.monotonic() + PRUNE_EVERY
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
@@ -398,10 +447,13 @@ class SQLiteHistory:
         with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
             self._loop_call(fn, *args)
 
-    def _prune(self, db: sqlite3.Connection, rooms: set[str]) -> None:
-        """Retention: the newest ``per_room`` of each room, none older than ``max_days``."""
+    def _prune(self, db: sqlite3.Connection, rooms: set[str] | None) -> None:
+        """Retention in one pass (start-up, tools): the newest ``per_room`` of
+        each room (of every room when ``rooms`` is None), none older than ``max_days``."""
         try:
             with db:
+                if rooms is None:
+                    rooms = {r[0] for r in db.execute("SELECT DISTINCT room FROM messages")}
                 for room in rooms:
                     db.execute(
                         "DELETE FROM messages WHERE room = ? AND id <= (SELECT id FROM messages"
@@ -416,11 +468,14 @@ class SQLiteHistory:
             log.error("history: cannot prune %s: %s", self.path, exc)
 
     def prune_now(self) -> None:
-        """Run a retention pass at once (for tests and tools; off the loop's thread)."""
+        """A whole retention pass at once (tests and tools; nothing else may be
+        committing meanwhile)."""
         db = self._open(self.path, False)
         try:
-            rooms = {r[0] for r in db.execute("SELECT DISTINCT room FROM messages")}
-            self._prune(db, rooms)
+            self._prune(db, None)
+            self._counts = dict(
+                db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
+            )
         finally:
             db.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chatserver import sqlite_history
 from chatserver.protocol import MsgEvent, format_ts
 from chatserver.sqlite_history import SCHEMA_VERSION, HistoryError, SQLiteHistory
 
@@ -67,6 +68,11 @@ def say(store: SQLiteHistory, room: str, text: str, ts: str | None = None) -> Ms
 def rows(path: Path) -> list[tuple]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT id, room, sender, text FROM messages ORDER BY id").fetchall()
+
+
+def count(path: Path, room: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM messages WHERE room = ?", (room,)).fetchone()[0]
 
 
 def test_messages_and_ids_survive_a_reopen(db: Path, loop: Loop) -> None:
@@ -155,6 +161,57 @@ def test_retention_by_age(db: Path, loop: Loop) -> None:
         loop.run(lambda: None)  # the tails forget them on the loop's thread
         assert store.page("r", None, 50) == (new, False)
         assert old[0].id < new[0].id
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_commits_keep_retention_in_bounded_steps(db: Path, loop: Loop, fsync: bool) -> None:
+    # No separate pass: the commits themselves delete the oldest rows once a
+    # room is over --history-max by its slack, never more than a chunk at once.
+    store = SQLiteHistory(db, per_room=40, fsync=fsync)
+    try:
+        sent = []
+        for _ in range(10):
+            sent += [say(store, "busy", f"m{len(sent)}") for _ in range(30)]
+            loop.commit(store)
+            kept = [r[3] for r in rows(db)]
+            assert min(40, len(sent)) <= len(kept) <= 40 + store._slack
+            assert kept == [m.text for m in sent[-len(kept) :]]  # the newest, in order
+        # A room over the limit by far loses at most a chunk per commit.
+        sent += [say(store, "flood", "x") for _ in range(sqlite_history.PRUNE_CHUNK + 100)]
+        loop.commit(store)
+        assert count(db, "flood") == 100
+        say(store, "flood", "y")
+        loop.commit(store)
+        assert count(db, "flood") == 40
+    finally:
+        store.close()
+
+
+def test_retention_by_age_in_the_commits_and_at_start_up(
+    db: Path, loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_ts = format_ts((datetime.now(UTC) - timedelta(days=3)).timestamp())
+    store = SQLiteHistory(db)
+    for i in range(5):
+        say(store, "r", f"old{i}", ts=old_ts)
+    store.close()
+    store = SQLiteHistory(db, max_days=1)  # start-up applies the new retention at once
+    store.close()
+    assert rows(db) == []
+    monkeypatch.setattr(sqlite_history, "PRUNE_EVERY", 0.0)
+    monkeypatch.setattr(sqlite_history, "PRUNE_CHUNK", 3)
+    store = SQLiteHistory(db, max_days=1)
+    try:
+        old = [say(store, "r", f"old{i}", ts=old_ts) for i in range(5)]
+        loop.commit(store)  # written, then the age pass finds them: 3 go
+        new = [say(store, "r", "new")]
+        loop.commit(store)  # the other 2
+        assert [r[3] for r in rows(db)] == ["new"]
+        loop.run(lambda: None)  # the tail forgets them on the loop's thread
+        assert store.page("r", None, 50) == (new, False)
+        assert old[-1].id < new[0].id
     finally:
         store.close()
 
