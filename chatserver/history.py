@@ -18,6 +18,7 @@ from .protocol import MsgEvent
 
 class HistoryStore(Protocol):
     durable: bool  # whether output must wait for commit() (persist, then fan out)
+    inline: bool  # whether commit() has called ``done`` by the time it returns
 
     def allocate_id(self) -> int:
         """The next message id: positive, strictly increasing, never reused."""
@@ -53,6 +54,7 @@ class MemoryHistory:
     """The last ``per_room`` messages of each room, in memory."""
 
     durable = False
+    inline = True
 
     def __init__(self, per_room: int = 1000) -> None:
         self.per_room = per_room

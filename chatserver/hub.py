@@ -148,8 +148,10 @@ class Hub:
     def flush(self) -> None:
         """Write every waiting outbox: one write per connection per turn.
 
-        With a durable store and new ids since the last commit, the bytes are
-        first cut into a batch that is written when the store has committed.
+        With a durable store and new ids since the last commit, the store
+        commits first. One that commits on this thread is done at once; for
+        one that commits on its writer thread, the bytes are cut into a batch
+        that is written when the commit is done, while the next batch grows.
         """
         if self._committing:
             return  # _committed flushes what waits meanwhile
@@ -159,20 +161,23 @@ class Hub:
             return
         self._dirty = []
         self._closes = []
-        if self._durable and self.store.has_pending():
-            batch = []
-            for conn in dirty:
-                out = conn.out
-                if out:
-                    batch.append((conn, out[0] if len(out) == 1 else b"".join(out)))
-                    out.clear()
-            self._committing = True
-            self._accepted = 0
-            self.store.commit(lambda error: self._committed(batch, closes, error))
-        else:
-            self._write_out(dirty)
-            for conn, last in closes:
-                conn.finish_close(last)
+        store = self.store
+        if self._durable and store.has_pending():
+            if not store.inline:
+                batch = []
+                for conn in dirty:
+                    out = conn.out
+                    if out:
+                        batch.append((conn, out[0] if len(out) == 1 else b"".join(out)))
+                        out.clear()
+                self._committing = True
+                self._accepted = 0
+                store.commit(lambda error: self._committed(batch, closes, error))
+                return
+            store.commit(_ignore)  # on disk when it returns: now the bytes may go
+        self._write_out(dirty)
+        for conn, last in closes:
+            conn.finish_close(last)
 
     def _committed(
         self,
@@ -499,6 +504,10 @@ class Hub:
             conn.close("shutdown")
         self.users.clear()
         self.rooms.clear()
+
+
+def _ignore(error: BaseException | None) -> None:
+    """A failed commit was logged by the store; the chat carries on without it."""
 
 
 def _msg_size(msg: MsgEvent) -> int:

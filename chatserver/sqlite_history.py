@@ -88,6 +88,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 _Row = tuple[int, str, str, str, str, int]
+_INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_JSON = (
     "INSERT INTO messages SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
     " value ->> 4, value ->> 5 FROM json_each(?)"
@@ -150,7 +151,7 @@ class SQLiteHistory:
         self._age_before: int | None = None  # age retention: ids below this still to delete
         # Without --fsync a commit costs no disk wait: the loop commits itself.
         # With it, a commit waits for the disk: one writer thread does that.
-        self._inline = not fsync
+        self._inline = self.inline = not fsync
         self._writer = threading.Thread(
             target=self._write_loop, args=(fsync,), name="history-writer", daemon=True
         )
@@ -253,10 +254,12 @@ class SQLiteHistory:
 
     def _write_rows(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
         """One commit's statements, on the committing thread, inside its transaction."""
-        if rows:
-            # One statement for the whole batch: executemany would take the GIL
-            # back once a row, and a busy event loop hands it over only every
-            # switch interval.
+        if rows and self._inline:
+            db.executemany(_INSERT, rows)  # the loop's own thread: 25 % cheaper
+        elif rows:
+            # The writer thread: one statement for the whole batch, as
+            # executemany would take the GIL back once a row, and a busy event
+            # loop hands it over only every switch interval.
             db.execute(_INSERT_JSON, (dumps(rows).decode(),))
         if not rows or rows[-1][0] != last:
             # Direct messages take ids too but are not stored: remember the
