@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatserver")
 
+_NO_UNITS = ()
 UNITS_PER_TURN = 256  # frames or lines handled from one client before others get a turn
 
 
@@ -191,7 +192,9 @@ class ConnectionHandler(asyncio.Protocol):
         self.registered = False
         self._done: asyncio.Future[str] = self.loop.create_future()
         self._head = b""  # the first bytes, until they tell framed from line mode
-        self._units: list[bytes] = []  # units decoded but not handled (a rate pause)
+        # Units decoded but not handled yet (a pause); an idle connection
+        # holds the shared empty tuple, not a list of its own.
+        self._units: list[bytes] | tuple[()] = _NO_UNITS
         self._pos = 0
         self._refuse_why = refuse  # over a limit: answer server_full to its first bytes
         self._frame_timer: asyncio.TimerHandle | None = None
@@ -261,7 +264,7 @@ class ConnectionHandler(asyncio.Protocol):
             assert decoder is not None
         units = decoder.feed(data)
         if self._pos < len(self._units):  # paused: keep the order, handle them later
-            self._units.extend(units)
+            self._units.extend(units)  # type: ignore[union-attr]  # non-empty: a list
             return
         self._units = units
         self._pos = 0
@@ -311,7 +314,7 @@ class ConnectionHandler(asyncio.Protocol):
                 conn.transport.pause_reading()
                 self._resume_timer = self.loop.call_later(pause, self._resume)
                 return
-        self._units = []
+        self._units = _NO_UNITS
         self._pos = 0
         decoder = self.decoder
         assert decoder is not None

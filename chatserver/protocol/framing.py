@@ -64,6 +64,8 @@ class FrameDecoder:
     in, before any of its payload is buffered.
     """
 
+    __slots__ = ("_buf", "_need", "error", "max_frame")  # one per connection: keep it small
+
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self.error: ProtocolError | None = None
@@ -126,6 +128,8 @@ class LineDecoder:
     Lines end in LF or CR LF. A line longer than ``max_line`` bytes is fatal
     (``frame_too_large``), as an oversized frame is.
     """
+
+    __slots__ = ("_buf", "_telnet", "error", "max_line", "saw_crlf")
 
     def __init__(self, max_line: int = DEFAULT_MAX_FRAME) -> None:
         self.max_line = max_line
