@@ -1,12 +1,12 @@
-"""Durable history in SQLite: group commits from one writer thread.
+"""Durable history in SQLite: one group commit per event-loop turn.
 
-The event loop never waits for the disk. It appends accepted messages to
-this store as it goes; once per loop turn the hub hands everything appended
-since the last hand-over to the writer thread as one batch (one transaction)
-and holds back the bytes it would send until that batch is committed
-(:meth:`SQLiteHistory.commit`). So a message that anyone was sent is on
-disk, and while one batch commits the next one grows: under load each
-commit carries more rows.
+The loop appends accepted messages to this store as it goes; once per loop
+turn, before anything is written to a client, the hub asks for everything
+appended since the last commit to be committed (:meth:`SQLiteHistory.commit`),
+so a message that anyone was sent is on disk. Without ``--fsync`` a commit
+needs no disk wait and the loop runs it itself; with ``--fsync`` one writer
+thread commits while the loop goes on, and the hub holds the turn's bytes
+back until it is done, so while one batch commits the next one grows.
 
 Retention runs inside those same commits, a bounded number of rows each
 time: no other connection ever writes, so a commit never waits for a lock.
