@@ -56,9 +56,12 @@ def _read_msgs(client: Client, seen: list[dict[str, Any]], stop: threading.Event
             seen.append(event)
 
 
-def test_every_message_anyone_saw_survives_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [(), ("--fsync",)], ids=["loop-commits", "fsync-writer-thread"])
+def test_every_message_anyone_saw_survives_kill_9(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    # Both commit paths: the loop's own commits, and --fsync's writer thread
+    # (the hub then holds each turn's bytes back until the thread is done).
     db = str(tmp_path / "history.db")
-    server = ProcessServer("--db", db, "--msg-rate", "0")
+    server = ProcessServer("--db", db, "--msg-rate", "0", *mode)
     senders = [joined(server.port, f"s{i}") for i in range(3)]
     watcher = joined(server.port, "watcher")
     seen: list[dict[str, Any]] = []
