@@ -249,6 +249,7 @@ class SQLiteHistory:
                 self._write_rows(db, rows, last)
         except sqlite3.Error as exc:
             log.error("history: cannot write %s: %s", self.path, exc)
+            self._recount(db)
             return exc
         return None
 
@@ -266,6 +267,13 @@ class SQLiteHistory:
             # highest id handed out, so ids keep increasing across restarts.
             db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last,))
         self._retain(db, rows)
+
+    def _recount(self, db: sqlite3.Connection) -> None:
+        """After a failed commit (rolled back): the rows per room as they are."""
+        with contextlib.suppress(sqlite3.Error):
+            self._counts = dict(
+                db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
+            )
 
     def _retain(self, db: sqlite3.Connection, rows: list[_Row]) -> None:
         """Retention, a bounded step per commit, so that no commit grows long."""
@@ -302,11 +310,14 @@ class SQLiteHistory:
             self._call_loop(self._forget_before, cutoff)
         if self._age_before is not None:
             gone = db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id < ?"
-                " ORDER BY id LIMIT ?) RETURNING room",
+                "SELECT id, room FROM messages WHERE id < ? ORDER BY id LIMIT ?",
                 (self._age_before, budget),
             ).fetchall()
-            for (room,) in gone:
+            if gone:  # the oldest rows: every id in this range
+                db.execute(
+                    "DELETE FROM messages WHERE id BETWEEN ? AND ?", (gone[0][0], gone[-1][0])
+                )
+            for _, room in gone:
                 counts[room] -= 1
             if len(gone) < budget:
                 self._age_before = None
@@ -423,6 +434,7 @@ class SQLiteHistory:
                         self._write_rows(db, rows, batches[-1][1])
                 except sqlite3.Error as exc:
                     log.error("history: cannot write %s: %s", self.path, exc)
+                    self._recount(db)
                     error = exc
                 for _, _, done in batches:
                     self._call_loop(done, error)
@@ -476,9 +488,7 @@ class SQLiteHistory:
         db = self._open(self.path, False)
         try:
             self._prune(db, None)
-            self._counts = dict(
-                db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
-            )
+            self._recount(db)
         finally:
             db.close()
 
