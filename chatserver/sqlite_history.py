@@ -137,10 +137,8 @@ class SQLiteHistory:
         # Retention: exact at start-up (a lowered --history-max applies at
         # once), then from the committing thread in small steps.
         try:
-            self._prune(self._read, None)
-            self._counts: dict[str, int] = dict(
-                self._read.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
-            )
+            self._prune(self._read)
+            self._counts = _room_counts(self._read)
         except sqlite3.Error as exc:
             self._read.close()
             self._lock_file.close()
@@ -151,14 +149,14 @@ class SQLiteHistory:
         self._age_before: int | None = None  # age retention: ids below this still to delete
         # Without --fsync a commit costs no disk wait: the loop commits itself.
         # With it, a commit waits for the disk: one writer thread does that.
-        self._inline = self.inline = not fsync
+        self.inline = not fsync
         self._writer = threading.Thread(
             target=self._write_loop, args=(fsync,), name="history-writer", daemon=True
         )
         # The writer needs the GIL a few times a commit; a busy event loop
         # hands it over only every switch interval (5 ms by default).
         sys.setswitchinterval(0.0005)
-        if not self._inline:
+        if not self.inline:
             self._writer.start()
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
@@ -234,7 +232,7 @@ class SQLiteHistory:
             self._trim()
             done(error)
 
-        if self._inline:
+        if self.inline:
             committed(self._commit_here(rows, last))
         else:
             self._queue.put((rows, last, committed))
@@ -255,7 +253,7 @@ class SQLiteHistory:
 
     def _write_rows(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
         """One commit's statements, on the committing thread, inside its transaction."""
-        if rows and self._inline:
+        if rows and self.inline:
             db.executemany(_INSERT, rows)  # the loop's own thread: 25 % cheaper
         elif rows:
             # The writer thread: one statement for the whole batch, as
@@ -271,9 +269,7 @@ class SQLiteHistory:
     def _recount(self, db: sqlite3.Connection) -> None:
         """After a failed commit (rolled back): the rows per room as they are."""
         with contextlib.suppress(sqlite3.Error):
-            self._counts = dict(
-                db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall()
-            )
+            self._counts = _room_counts(db)
 
     def _retain(self, db: sqlite3.Connection, rows: list[_Row]) -> None:
         """Retention, a bounded step per commit, so that no commit grows long."""
@@ -357,7 +353,7 @@ class SQLiteHistory:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, release the file."""
-        if self._inline:
+        if self.inline:
             if self._rows or self.has_pending():
                 self._commit_here(self._rows, self._last_id)
                 self._rows = []
@@ -462,13 +458,12 @@ class SQLiteHistory:
         with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
             self._loop_call(fn, *args)
 
-    def _prune(self, db: sqlite3.Connection, rooms: set[str] | None) -> None:
+    def _prune(self, db: sqlite3.Connection) -> None:
         """Retention in one pass (start-up, tools): the newest ``per_room`` of
-        each room (of every room when ``rooms`` is None), none older than ``max_days``."""
+        every room, none older than ``max_days``."""
         try:
             with db:
-                if rooms is None:
-                    rooms = {r[0] for r in db.execute("SELECT DISTINCT room FROM messages")}
+                rooms = [r[0] for r in db.execute("SELECT DISTINCT room FROM messages")]
                 for room in rooms:
                     db.execute(
                         "DELETE FROM messages WHERE room = ? AND id <= (SELECT id FROM messages"
@@ -487,10 +482,14 @@ class SQLiteHistory:
         committing meanwhile)."""
         db = self._open(self.path, False)
         try:
-            self._prune(db, None)
+            self._prune(db)
             self._recount(db)
         finally:
             db.close()
+
+
+def _room_counts(db: sqlite3.Connection) -> dict[str, int]:
+    return dict(db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall())
 
 
 def _msg(row: tuple[int, str, str, str, str, int]) -> MsgEvent:
