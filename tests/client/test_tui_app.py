@@ -66,6 +66,8 @@ def test_type_switch_complete_paste_quit(
             keys.send_text("y")
             assert (await asyncio.to_thread(bob.expect, "msg", text="one"))["room"] == "dev"
             await asyncio.to_thread(bob.expect, "msg", text="two")
+            # Wait for alice's own echo, so the local error below is the last line.
+            await until(lambda: texts(chat, "dev")[-1] == "two")
 
             keys.send_text("/nope\r")
             await until(lambda: chat.state.panes["dev"].lines[-1].kind is Kind.ERROR)
