@@ -70,7 +70,9 @@ class FrameDecoder:
         self.max_frame = max_frame
         self.error: ProtocolError | None = None
         self._buf = bytearray()
-        self._need: int | None = None  # payload length once its header is parsed
+        # While a frame is incomplete, _buf holds it from its header on, and
+        # _need its payload length once the header is in.
+        self._need: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -82,33 +84,39 @@ class FrameDecoder:
         if self.error is not None:
             return []
         buf = self._buf
-        buf += data
+        if buf:
+            # A frame has begun: collect until it is complete, then parse as one.
+            buf += data
+            need = self._need
+            if need is not None and len(buf) < HEADER_LEN + need:
+                return []
+            data = bytes(buf)
+            buf.clear()
+        # Most reads hold whole frames and nothing buffered: slice them
+        # straight out of the bytes read, with no copy into the buffer first.
         out: list[bytes] = []
         pos = 0
-        end = len(buf)
-        need = self._need
-        while True:
+        end = len(data)
+        need = None
+        while end - pos >= HEADER_LEN:
+            need = parse_header(data[pos : pos + HEADER_LEN])
             if need is None:
-                if end - pos < HEADER_LEN:
-                    break
-                need = parse_header(bytes(buf[pos : pos + HEADER_LEN]))
-                if need is None:
-                    return self._fail(out, ErrorCode.BAD_HEADER, "frame header is not a length")
-                if need > self.max_frame:
-                    return self._fail(
-                        out,
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"frame of {need} bytes is over the limit of {self.max_frame}",
-                    )
-                pos += HEADER_LEN
-            if end - pos < need:
+                return self._fail(out, ErrorCode.BAD_HEADER, "frame header is not a length")
+            if need > self.max_frame:
+                return self._fail(
+                    out,
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"frame of {need} bytes is over the limit of {self.max_frame}",
+                )
+            stop = pos + HEADER_LEN + need
+            if stop > end:
                 break
-            out.append(bytes(buf[pos : pos + need]))
-            pos += need
+            out.append(data[pos + HEADER_LEN : stop])
+            pos = stop
             need = None
+        if pos < end:
+            buf += memoryview(data)[pos:]  # the frame begun, its header included
         self._need = need
-        if pos:
-            del buf[:pos]
         return out
 
     def _fail(self, out: list[bytes], code: ErrorCode, message: str) -> list[bytes]:

@@ -22,7 +22,8 @@ else:
     _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def loads(data: bytes | str) -> Any:
-        return json.loads(data)
+        # Bytes are UTF-8 here (json.loads would also guess UTF-16 or -32).
+        return json.loads(data.decode() if isinstance(data, bytes) else data)
 
     def dumps(obj: Any) -> bytes:
         return _encode(obj).encode()

@@ -1,4 +1,9 @@
-"""Message types of the contract as frozen dataclasses, and their JSON form.
+"""Message types of the contract as dataclasses, and their JSON form.
+
+They are values: nothing changes one once it is made. They are not declared
+frozen only because a frozen dataclass's ``__init__`` costs four times as
+much (a ``object.__setattr__`` per field), and a ``say`` and its ``msg`` are
+made once per message on the server's hottest path (docs/performance.md).
 
 Client requests are parsed and validated by :func:`parse_request` (the
 server's side) and encoded by :func:`encode` (the client's side); server
@@ -14,7 +19,6 @@ from typing import Any, ClassVar
 
 from . import jsoncodec
 from .errors import ErrorCode, ProtocolError
-from .framing import encode_frame
 from .validation import (
     DEFAULT_MAX_TEXT,
     DEFAULT_ROOM,
@@ -34,7 +38,7 @@ Ref = str | int | None
 # Client -> server
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hello:
     TYPE: ClassVar[str] = "hello"
     name: str
@@ -46,7 +50,7 @@ class Hello:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Say:
     """``room`` None means the room most recently joined."""
 
@@ -57,7 +61,7 @@ class Say:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dm:
     TYPE: ClassVar[str] = "dm"
     to: str
@@ -66,14 +70,14 @@ class Dm:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Join:
     TYPE: ClassVar[str] = "join"
     room: str
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Leave:
     TYPE: ClassVar[str] = "leave"
     room: str | None = None
@@ -81,27 +85,27 @@ class Leave:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Nick:
     TYPE: ClassVar[str] = "nick"
     name: str
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Who:
     TYPE: ClassVar[str] = "who"
     room: str | None = None
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rooms:
     TYPE: ClassVar[str] = "rooms"
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class History:
     TYPE: ClassVar[str] = "history"
     room: str | None = None
@@ -110,13 +114,13 @@ class History:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ping:
     TYPE: ClassVar[str] = "ping"
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quit:
     TYPE: ClassVar[str] = "quit"
     reason: str | None = None
@@ -129,7 +133,7 @@ Request = Hello | Say | Dm | Join | Leave | Nick | Who | Rooms | History | Ping 
 # Server -> client
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome:
     TYPE: ClassVar[str] = "welcome"
     name: str
@@ -142,7 +146,7 @@ class Welcome:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MsgEvent:
     TYPE: ClassVar[str] = "msg"
     id: int
@@ -154,7 +158,7 @@ class MsgEvent:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DmEvent:
     TYPE: ClassVar[str] = "dm"
     id: int
@@ -166,7 +170,7 @@ class DmEvent:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JoinEvent:
     TYPE: ClassVar[str] = "join"
     room: str
@@ -174,7 +178,7 @@ class JoinEvent:
     ts: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaveEvent:
     TYPE: ClassVar[str] = "leave"
     room: str
@@ -183,7 +187,7 @@ class LeaveEvent:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NickEvent:
     TYPE: ClassVar[str] = "nick"
     old: str
@@ -191,7 +195,7 @@ class NickEvent:
     ts: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WhoReply:
     TYPE: ClassVar[str] = "who"
     room: str
@@ -199,20 +203,20 @@ class WhoReply:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomInfo:
     name: str
     members: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomsReply:
     TYPE: ClassVar[str] = "rooms"
     rooms: list[RoomInfo]
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HistoryReply:
     TYPE: ClassVar[str] = "history"
     room: str
@@ -221,14 +225,14 @@ class HistoryReply:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
     ts: str
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ErrorEvent:
     TYPE: ClassVar[str] = "error"
     code: str
@@ -236,7 +240,7 @@ class ErrorEvent:
     ref: Ref = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Bye:
     TYPE: ClassVar[str] = "bye"
     reason: str
@@ -311,8 +315,10 @@ def encode_payload(message: Any) -> bytes:
 
 
 def encode(message: Any) -> bytes:
-    """A whole frame holding the message's JSON."""
-    return encode_frame(encode_payload(message))
+    """A whole frame holding the message's JSON (encode_frame, inlined: it is
+    once per message per kind of client)."""
+    payload = jsoncodec.dumps(to_obj(message))
+    return b"%-10d" % len(payload) + payload
 
 
 # --------------------------------------------------------------------------
@@ -327,12 +333,12 @@ def is_json_payload(payload: bytes) -> bool:
 def decode_json_object(payload: bytes) -> dict[str, Any]:
     """Bytes to a JSON object with a string ``type``, or a ProtocolError."""
     try:
-        text = payload.decode()
-    except UnicodeDecodeError:
-        raise ProtocolError(ErrorCode.BAD_UTF8, "payload is not valid UTF-8") from None
-    try:
-        obj = jsoncodec.loads(text)
+        obj = jsoncodec.loads(payload)  # checks the UTF-8 too
     except (jsoncodec.DecodeError, ValueError, RecursionError):
+        try:  # which of the two it was: only on the error path
+            payload.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.BAD_UTF8, "payload is not valid UTF-8") from None
         raise ProtocolError(ErrorCode.BAD_JSON, "payload is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "payload is not a JSON object")
