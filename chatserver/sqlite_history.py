@@ -40,11 +40,13 @@ from .protocol.jsoncodec import dumps
 
 log = logging.getLogger("chatserver")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
 PRUNE_EVERY = 5.0  # seconds between retention-by-age passes
 PRUNE_CHUNK = 256  # rows a commit deletes at most: retention never stalls a commit
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
+INDEX_EVERY = 1.0  # seconds a row may wait for the room index (it waits in a tail meanwhile)
+INDEX_CHUNK = 4096  # rows indexed by one commit at most, and how many trigger it early
 
 
 class HistoryError(Exception):
@@ -72,6 +74,20 @@ MIGRATIONS: list[str] = [
         -- are not stored): ids stay increasing across restarts.
         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
         INSERT INTO meta VALUES ('last_id', 0);
+    """,
+    # 2: the room index moves to a table filled in batches. Indexing every
+    # row in its own commit dirtied one index page per room per commit, three
+    # quarters of a commit's cost with a hundred busy rooms.
+    """
+        CREATE TABLE room_ids (
+            room TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            PRIMARY KEY (room, id)
+        ) WITHOUT ROWID;
+        INSERT INTO room_ids SELECT room, id FROM messages ORDER BY room, id;
+        DROP INDEX messages_room_id;
+        -- Every message up to this id is in room_ids; newer ones wait for a batch.
+        INSERT INTO meta VALUES ('indexed_id', (SELECT coalesce(max(id), 0) FROM messages));
     """,
 ]
 
@@ -119,7 +135,8 @@ class SQLiteHistory:
             self._read.execute("PRAGMA wal_autocheckpoint=0")
             row = self._read.execute(
                 "SELECT max((SELECT value FROM meta WHERE key = 'last_id'),"
-                " coalesce((SELECT max(id) FROM messages), 0))"
+                " coalesce((SELECT max(id) FROM messages), 0)),"
+                " (SELECT value FROM meta WHERE key = 'indexed_id')"
             ).fetchone()
         except sqlite3.Error as exc:
             self._lock_file.close()
@@ -129,6 +146,12 @@ class SQLiteHistory:
             raise
         self._last_id = int(row[0])
         self._committed_id = self._last_id  # every id up to this is on disk
+        # The room index: every row up to _indexed is in room_ids, on disk;
+        # _indexing runs ahead of it inside a commit until the commit is done.
+        self._indexed = self._indexing = int(row[1])
+        self._next_index = time.monotonic() + INDEX_EVERY
+        self._deletes = 0  # retention deletes by the commits so far
+        self._trimmed_at = (0, 0)  # (_indexed, _deletes) when the tails were last trimmed
         self._tails: dict[str, deque[MsgEvent]] = {}
         self._rows: list[_Row] = []  # appended since the last hand-over
         self._handed_id = self._last_id  # the last id of the last hand-over
@@ -137,8 +160,8 @@ class SQLiteHistory:
         # Retention: exact at start-up (a lowered --history-max applies at
         # once), then from the committing thread in small steps.
         try:
-            self._prune(self._read)
-            self._counts = _room_counts(self._read)
+            self._prune(self._read)  # indexes what a crash left unindexed, first
+            self._counts = _room_counts(self._read, self._indexed)
         except sqlite3.Error as exc:
             self._read.close()
             self._lock_file.close()
@@ -249,6 +272,7 @@ class SQLiteHistory:
             log.error("history: cannot write %s: %s", self.path, exc)
             self._recount(db)
             return exc
+        self._indexed = self._indexing
         return None
 
     def _write_rows(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
@@ -264,14 +288,34 @@ class SQLiteHistory:
             # Direct messages take ids too but are not stored: remember the
             # highest id handed out, so ids keep increasing across restarts.
             db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last,))
-        self._retain(db, rows)
+        waiting = last - self._indexing
+        if waiting >= INDEX_CHUNK or (waiting > 0 and time.monotonic() >= self._next_index):
+            self._index(db, min(last, self._indexing + INDEX_CHUNK))
+        self._retain(db, rows, last)
+
+    def _index(self, db: sqlite3.Connection, upto: int) -> None:
+        """Add the rows after the index's watermark, up to ``upto``, to room_ids.
+
+        In batches, sorted: each room's index page is then written once a
+        batch instead of once a commit. Until then a row is found through
+        its room's tail in memory (``_trim`` keeps it there).
+        """
+        db.execute(
+            "INSERT INTO room_ids SELECT room, id FROM messages"
+            " WHERE id > ? AND id <= ? ORDER BY room, id",
+            (self._indexing, upto),
+        )
+        db.execute("UPDATE meta SET value = ? WHERE key = 'indexed_id'", (upto,))
+        self._indexing = upto
+        self._next_index = time.monotonic() + INDEX_EVERY
 
     def _recount(self, db: sqlite3.Connection) -> None:
         """After a failed commit (rolled back): the rows per room as they are."""
+        self._indexing = self._indexed
         with contextlib.suppress(sqlite3.Error):
-            self._counts = _room_counts(db)
+            self._counts = _room_counts(db, self._indexed)
 
-    def _retain(self, db: sqlite3.Connection, rows: list[_Row]) -> None:
+    def _retain(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
         """Retention, a bounded step per commit, so that no commit grows long."""
         counts = self._counts
         budget = PRUNE_CHUNK
@@ -281,13 +325,16 @@ class SQLiteHistory:
         for room in {row[1] for row in rows}:
             if counts[room] > limit:
                 n = min(counts[room] - self.per_room, budget)
-                db.execute(
-                    "DELETE FROM messages WHERE id IN"
-                    " (SELECT id FROM messages WHERE room = ? ORDER BY id LIMIT ?)",
-                    (room, n),
-                )
-                counts[room] -= n
-                budget -= n
+                oldest = _oldest(db, room, n)
+                if len(oldest) < n and self._indexing < last:
+                    # A small --history-max: the rows to go are not indexed yet.
+                    self._index(db, last)
+                    oldest = _oldest(db, room, n)
+                if oldest:
+                    _delete_upto(db, room, oldest[-1][0])
+                    self._deletes += 1  # the tails may hold what went: trim them
+                counts[room] -= len(oldest)
+                budget -= len(oldest)
                 if not budget:
                     return
         if self.max_days is None:
@@ -313,6 +360,7 @@ class SQLiteHistory:
                 db.execute(
                     "DELETE FROM messages WHERE id BETWEEN ? AND ?", (gone[0][0], gone[-1][0])
                 )
+                db.executemany("DELETE FROM room_ids WHERE room = ? AND id = ?", _swap(gone))
             for _, room in gone:
                 counts[room] -= 1
             if len(gone) < budget:
@@ -330,8 +378,7 @@ class SQLiteHistory:
         bound = newer[0].id if newer else (before if before is not None else self._last_id + 1)
         need = limit - len(newer)
         rows = self._read.execute(
-            "SELECT id, ts, room, sender, text, action FROM messages"
-            " WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC LIMIT ?",
             (room, bound, need + 1),
         ).fetchall()
         return [_msg(r) for r in reversed(rows[:need])] + newer, len(rows) > need
@@ -344,8 +391,7 @@ class SQLiteHistory:
             return newer, True
         bound = tail[0].id if tail else self._last_id + 1
         rows = self._read.execute(
-            "SELECT id, ts, room, sender, text, action FROM messages"
-            " WHERE room = ? AND id > ? AND id < ? ORDER BY id",
+            _SELECT_INDEXED + " WHERE r.room = ? AND r.id > ? AND r.id < ? ORDER BY r.id",
             (room, after_id, bound),
         ).fetchall()
         msgs = [_msg(r) for r in rows] + newer
@@ -376,16 +422,21 @@ class SQLiteHistory:
         if tail and tail[0].id < first_id:
             return True
         row = self._read.execute(
-            "SELECT 1 FROM messages WHERE room = ? AND id < ? LIMIT 1", (room, first_id)
+            "SELECT 1 FROM room_ids WHERE room = ? AND id < ? LIMIT 1", (room, first_id)
         ).fetchone()
         return row is not None
 
     def _trim(self) -> None:
-        """Keep each tail short, but never drop a row that is not on disk yet."""
-        committed = self._committed_id
+        """Keep each tail short, but never drop a row that is not in the room
+        index yet (on disk or not): reads find those in the tails only."""
+        indexed = self._indexed
+        mark = (indexed, self._deletes)
+        if mark == self._trimmed_at:
+            return  # nothing indexed or deleted since the last time: nothing may go
+        self._trimmed_at = mark
         keep = min(CACHE_PER_ROOM, self.per_room)
         for room, tail in list(self._tails.items()):
-            while len(tail) > keep and tail[0].id <= committed:
+            while len(tail) > keep and tail[0].id <= indexed:
                 tail.popleft()
             if not tail:
                 del self._tails[room]
@@ -428,6 +479,7 @@ class SQLiteHistory:
                     with db:
                         rows = [row for batch in batches for row in batch[0]]
                         self._write_rows(db, rows, batches[-1][1])
+                    self._indexed = self._indexing  # read by the loop's _trim: it may lag
                 except sqlite3.Error as exc:
                     log.error("history: cannot write %s: %s", self.path, exc)
                     self._recount(db)
@@ -459,22 +511,30 @@ class SQLiteHistory:
             self._loop_call(fn, *args)
 
     def _prune(self, db: sqlite3.Connection) -> None:
-        """Retention in one pass (start-up, tools): the newest ``per_room`` of
-        every room, none older than ``max_days``."""
+        """Index every row, then retention in one pass (start-up, tools): the
+        newest ``per_room`` of every room, none older than ``max_days``."""
         try:
             with db:
-                rooms = [r[0] for r in db.execute("SELECT DISTINCT room FROM messages")]
+                self._index(db, self._last_id)
+                rooms = [r[0] for r in db.execute("SELECT DISTINCT room FROM room_ids")]
                 for room in rooms:
-                    db.execute(
-                        "DELETE FROM messages WHERE room = ? AND id <= (SELECT id FROM messages"
-                        " WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                        (room, room, self.per_room),
-                    )
+                    cut = db.execute(
+                        "SELECT id FROM room_ids WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                        (room, self.per_room),
+                    ).fetchone()
+                    if cut is not None:
+                        _delete_upto(db, room, cut[0])
                 if self.max_days is not None:
                     cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
+                    db.execute(
+                        "DELETE FROM room_ids WHERE id IN (SELECT id FROM messages WHERE ts < ?)",
+                        (cutoff,),
+                    )
                     db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
                     self._call_loop(self._forget_before, cutoff)
+            self._indexed = self._indexing
         except sqlite3.Error as exc:
+            self._indexing = self._indexed
             log.error("history: cannot prune %s: %s", self.path, exc)
 
     def prune_now(self) -> None:
@@ -486,10 +546,45 @@ class SQLiteHistory:
             self._recount(db)
         finally:
             db.close()
+        self._deletes += 1
+        self._trim()
 
 
-def _room_counts(db: sqlite3.Connection) -> dict[str, int]:
-    return dict(db.execute("SELECT room, count(*) FROM messages GROUP BY room").fetchall())
+_SELECT_INDEXED = (
+    "SELECT m.id, m.ts, m.room, m.sender, m.text, m.action"
+    " FROM room_ids AS r CROSS JOIN messages AS m ON m.id = r.id"
+)
+
+
+def _room_counts(db: sqlite3.Connection, indexed: int) -> dict[str, int]:
+    """Rows per room: those in the room index, and those waiting for it."""
+    return dict(
+        db.execute(
+            "SELECT room, count(*) FROM (SELECT room FROM room_ids"
+            " UNION ALL SELECT room FROM messages WHERE id > ?) GROUP BY room",
+            (indexed,),
+        ).fetchall()
+    )
+
+
+def _oldest(db: sqlite3.Connection, room: str, n: int) -> list[tuple[int]]:
+    """The ids of a room's oldest ``n`` indexed rows."""
+    return db.execute(
+        "SELECT id FROM room_ids WHERE room = ? ORDER BY id LIMIT ?", (room, n)
+    ).fetchall()
+
+
+def _delete_upto(db: sqlite3.Connection, room: str, last: int) -> None:
+    """Delete a room's indexed rows up to id ``last``, from both tables."""
+    db.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM room_ids WHERE room = ? AND id <= ?)",
+        (room, last),
+    )
+    db.execute("DELETE FROM room_ids WHERE room = ? AND id <= ?", (room, last))
+
+
+def _swap(pairs: list[tuple[int, str]]) -> list[tuple[str, int]]:
+    return [(room, id_) for id_, room in pairs]
 
 
 def _msg(row: tuple[int, str, str, str, str, int]) -> MsgEvent:

@@ -269,3 +269,65 @@ def test_with_fsync_a_writer_thread_commits(db: Path, loop: Loop) -> None:
     finally:
         store.close()
     assert not store._writer.is_alive()
+
+
+def room_index(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT room, id FROM room_ids ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_rows_wait_for_the_room_index_in_their_tail(
+    db: Path, loop: Loop, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    # Rows reach the room index in batches; until then reads find them in the
+    # room's tail, which keeps them however short it is meant to be.
+    monkeypatch.setattr(sqlite_history, "INDEX_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_history, "INDEX_CHUNK", 50)
+    monkeypatch.setattr(sqlite_history, "CACHE_PER_ROOM", 4)
+    store = SQLiteHistory(db, fsync=fsync)
+    try:
+        first = [say(store, f"r{i % 2}", f"m{i}") for i in range(40)]
+        loop.commit(store)
+        assert len(rows(db)) == 40 and room_index(db) == []
+        assert store.page("r0", None, 100) == (first[0::2], False)
+        assert store.after("r1", first[1].id) == (first[3::2], True)
+        more = [say(store, f"r{i % 2}", f"n{i}") for i in range(20)]
+        loop.commit(store)  # 60 waiting: one chunk of 50 is indexed
+        assert [i for _, i in room_index(db)] == [m.id for m in (first + more)[:50]]
+        loop.run(lambda: None)
+        assert len(store._tails["r0"]) == 5  # longer than 4: its 5 rows not indexed yet
+        assert store.page("r0", None, 100) == ((first + more)[0::2], False)
+    finally:
+        store.close()
+    store = SQLiteHistory(db)  # start-up indexes the rest (a crash leaves them too)
+    try:
+        assert [i for _, i in room_index(db)] == [m.id for m in first + more]
+        assert store.page("r1", None, 100) == ((first + more)[1::2], False)
+    finally:
+        store.close()
+
+
+def test_a_schema_1_database_is_upgraded(db: Path) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:
+        conn.executescript(sqlite_history.MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, '2026-11-25T10:00:00.000Z', 'bob', ?, 0)",
+            [(i, f"r{i % 3}", f"m{i}") for i in range(1, 31)],
+        )
+        conn.execute("UPDATE meta SET value = 30")
+    store = SQLiteHistory(db)
+    try:
+        assert [m.text for m in store.page("r1", None, 5)[0]] == [
+            f"m{i}" for i in (16, 19, 22, 25, 28)
+        ]
+        assert store.allocate_id() == 31
+    finally:
+        store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT count(*) FROM room_ids").fetchone()[0] == 30
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list(messages)")]
+        assert "messages_room_id" not in indexes
