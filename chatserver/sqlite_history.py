@@ -296,13 +296,13 @@ class SQLiteHistory:
     def _index(self, db: sqlite3.Connection, upto: int) -> None:
         """Add the rows after the index's watermark, up to ``upto``, to room_ids.
 
-        In batches, sorted: each room's index page is then written once a
+        In batches: each room's index page is then written once a
         batch instead of once a commit. Until then a row is found through
         its room's tail in memory (``_trim`` keeps it there).
         """
         db.execute(
             "INSERT INTO room_ids SELECT room, id FROM messages"
-            " WHERE id > ? AND id <= ? ORDER BY room, id",
+            " WHERE id > ? AND id <= ?",
             (self._indexing, upto),
         )
         db.execute("UPDATE meta SET value = ? WHERE key = 'indexed_id'", (upto,))
