@@ -301,8 +301,7 @@ class SQLiteHistory:
         its room's tail in memory (``_trim`` keeps it there).
         """
         db.execute(
-            "INSERT INTO room_ids SELECT room, id FROM messages"
-            " WHERE id > ? AND id <= ?",
+            "INSERT INTO room_ids SELECT room, id FROM messages WHERE id > ? AND id <= ?",
             (self._indexing, upto),
         )
         db.execute("UPDATE meta SET value = ? WHERE key = 'indexed_id'", (upto,))
