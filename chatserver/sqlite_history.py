@@ -12,9 +12,10 @@ Retention runs inside those same commits, a bounded number of rows each
 time: no other connection ever writes, so a commit never waits for a lock.
 
 Reads (join backlog, ``history`` paging, ``hello.since``) come from an
-in-memory tail of each room's newest messages, which also holds the rows not
-committed yet, and from SQLite for anything older (indexed range queries on a
-read connection of the loop's thread; WAL lets them run beside the writer).
+in-memory tail of each room's newest messages, and from SQLite for anything
+older (range queries on the room index, on the loop's thread; WAL lets them
+run beside the writer). The room index, ``room_ids``, is filled in batches,
+not row by row: until a row is in it, its room's tail keeps the row.
 """
 
 from __future__ import annotations

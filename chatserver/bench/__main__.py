@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p99 = rep.latency_ms.get("p99")
         print(
             f"  {rep.scenario} rate {rep.rate:,.0f}/s: {rep.deliveries_per_s:,.0f} deliveries/s, "
-            f"loss {rep.loss:.4%}, p99 {p99} ms -> {'pass' if rep.passed else 'fail'}",
+            f"loss {rep.loss:.4%}, p99 {p99} ms -> {'pass' if rep.passed else 'fail'}"
+            f" (loopback write {rep.loopback_write_us} µs)",
             file=sys.stderr,
         )
 

@@ -44,6 +44,7 @@ class Report:
     gen_late_max_ms: float = 0.0
     first_error: str = ""
     machine_busy: dict[int, float] | None = None  # CPUs already busy before the run
+    loopback_write_us: float | None = None  # one 100-byte loopback send, just before the run
     server_command: list[str] | None = None
     passed: bool | None = None  # nothing lost and p99 within the sweep's bound
     target: str = ""
@@ -142,6 +143,7 @@ def table(reports: list[Report]) -> str:
         "gen CPU",
         "other",
         "ok",
+        "write µs",  # one loopback send, measured just before the run
     )
     rows = [head]
     for r in reports:
@@ -169,6 +171,7 @@ def table(reports: list[Report]) -> str:
                 "-" if r.gen_cpu is None else f"{r.gen_cpu:.0%}",
                 "-" if r.other_cpu is None else f"{r.other_cpu:.0%}",
                 "-" if r.passed is None else ("yes" if r.passed else "NO"),
+                _num(r.loopback_write_us, 1),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

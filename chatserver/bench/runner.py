@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .launcher import ServerProcess, busy_cpus, can_pin, cpu_busy_seconds, generator_cpus
+from .calibrate import loopback_write_us
+from .launcher import (
+    SERVER_CPU,
+    ServerProcess,
+    busy_cpus,
+    can_pin,
+    cpu_busy_seconds,
+    generator_cpus,
+)
 from .loadgen import Hooks, run_load
 from .report import Report, build
 from .scenarios import Scenario
@@ -49,6 +57,11 @@ BUSY_WARN = 0.15  # a CPU busier than this before the run makes the figures susp
 
 def measure(scn: Scenario, target: Target) -> Report:
     busy = {cpu: b for cpu, b in busy_cpus().items() if b > BUSY_WARN}
+    # What a loopback write costs right now, on the CPUs the run will use.
+    pin = target.pin and can_pin()
+    write_us = loopback_write_us(
+        [SERVER_CPU] if pin else None, generator_cpus(True) if pin else None
+    )
     # The coordinator keeps off the server's CPU during a run; it must get all
     # its CPUs back after it, or the next run (a sweep's next step) would
     # start its server on the generator's CPU, unpinned.
@@ -60,6 +73,7 @@ def measure(scn: Scenario, target: Target) -> Report:
             os.sched_setaffinity(0, affinity)
     if busy:
         rep.machine_busy = busy
+    rep.loopback_write_us = write_us
     return rep
 
 

@@ -32,6 +32,8 @@ def test_tiny_run_counts_every_delivery(capsys: pytest.CaptureFixture[str]) -> N
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
     assert result["server_rss_kib"] > 0
     assert result["passed"] is True
+    # The machine's loopback write cost, measured before the run (microseconds).
+    assert 0 < result["loopback_write_us"] < 10_000
 
 
 @pytest.mark.timeout(60)
