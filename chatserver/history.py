@@ -11,6 +11,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
+from operator import itemgetter
 from typing import Protocol
 
 from .protocol import MsgEvent
@@ -50,6 +51,28 @@ class HistoryStore(Protocol):
     def close(self) -> None: ...
 
 
+Row = tuple[int, str, str, str, str, int]
+"""A message as the stores keep it: (id, room, ts, sender, text, action).
+
+Plain tuples of strings and numbers, not MsgEvents: the garbage collector
+stops tracking such a tuple once it has seen it, so the many thousands a
+store holds add nothing to a full collection, which pauses the whole chat
+(with MsgEvents, 20-30 ms a pass; docs/performance.md).
+"""
+
+row_id = itemgetter(0)
+
+
+def to_row(msg: MsgEvent) -> Row:
+    return (msg.id, msg.room, msg.ts, msg.from_, msg.text, int(msg.action))
+
+
+def from_row(row: Row) -> MsgEvent:
+    return MsgEvent(
+        id=row[0], ts=row[2], room=row[1], from_=row[3], text=row[4], action=bool(row[5])
+    )
+
+
 class MemoryHistory:
     """The last ``per_room`` messages of each room, in memory."""
 
@@ -58,7 +81,7 @@ class MemoryHistory:
 
     def __init__(self, per_room: int = 1000) -> None:
         self.per_room = per_room
-        self._rooms: dict[str, deque[MsgEvent]] = {}
+        self._rooms: dict[str, deque[Row]] = {}
         self._last_id = 0
 
     def allocate_id(self) -> int:
@@ -69,22 +92,22 @@ class MemoryHistory:
         room = self._rooms.get(msg.room)
         if room is None:
             room = self._rooms[msg.room] = deque(maxlen=self.per_room)
-        room.append(msg)
+        room.append(to_row(msg))
 
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         msgs = self._rooms.get(room)
         if not msgs:
             return [], False
-        end = len(msgs) if before is None else bisect.bisect_left(msgs, before, key=_id)
+        end = len(msgs) if before is None else bisect.bisect_left(msgs, before, key=row_id)
         start = max(0, end - limit)
-        return list(islice(msgs, start, end)), start > 0
+        return [from_row(row) for row in islice(msgs, start, end)], start > 0
 
     def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
         msgs = self._rooms.get(room)
         if not msgs:
             return [], False
-        start = bisect.bisect_right(msgs, after_id, key=_id)
-        return list(islice(msgs, start, None)), start > 0
+        start = bisect.bisect_right(msgs, after_id, key=row_id)
+        return [from_row(row) for row in islice(msgs, start, None)], start > 0
 
     def has_pending(self) -> bool:
         return False
@@ -94,7 +117,3 @@ class MemoryHistory:
 
     def close(self) -> None:
         self._rooms.clear()
-
-
-def _id(msg: MsgEvent) -> int:
-    return msg.id

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
+from .history import Row, from_row, row_id, to_row
 from .protocol import MsgEvent
 from .protocol.jsoncodec import dumps
 
@@ -104,13 +105,12 @@ def migrate(db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;")
 
 
-_Row = tuple[int, str, str, str, str, int]
 _INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_JSON = (
     "INSERT INTO messages SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
     " value ->> 4, value ->> 5 FROM json_each(?)"
 )
-_Batch = tuple[list[_Row], int, Callable[[BaseException | None], None]]
+_Batch = tuple[list[Row], int, Callable[[BaseException | None], None]]
 
 
 class SQLiteHistory:
@@ -153,8 +153,9 @@ class SQLiteHistory:
         self._next_index = time.monotonic() + INDEX_EVERY
         self._deletes = 0  # retention deletes by the commits so far
         self._trimmed_at = (0, 0)  # (_indexed, _deletes) when the tails were last trimmed
-        self._tails: dict[str, deque[MsgEvent]] = {}
-        self._rows: list[_Row] = []  # appended since the last hand-over
+        # Each room's newest rows, as tuples (see history.Row: no GC cost).
+        self._tails: dict[str, deque[Row]] = {}
+        self._rows: list[Row] = []  # appended since the last hand-over
         self._handed_id = self._last_id  # the last id of the last hand-over
         self._loop_call: Callable[..., object] | None = None
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
@@ -231,11 +232,12 @@ class SQLiteHistory:
         return self._last_id
 
     def append(self, msg: MsgEvent) -> None:
-        self._rows.append((msg.id, msg.room, msg.ts, msg.from_, msg.text, int(msg.action)))
+        row = to_row(msg)
+        self._rows.append(row)
         tail = self._tails.get(msg.room)
         if tail is None:
             tail = self._tails[msg.room] = deque()
-        tail.append(msg)
+        tail.append(row)
 
     def has_pending(self) -> bool:
         """Whether ids were handed out since the last :meth:`commit`."""
@@ -261,7 +263,7 @@ class SQLiteHistory:
         else:
             self._queue.put((rows, last, committed))
 
-    def _commit_here(self, rows: list[_Row], last: int) -> BaseException | None:
+    def _commit_here(self, rows: list[Row], last: int) -> BaseException | None:
         """Commit on the loop's own thread: WAL without fsync only appends to
         the OS's cache, a fraction of a millisecond, cheaper than handing the
         batch to a thread and waiting for the GIL to come back."""
@@ -276,7 +278,7 @@ class SQLiteHistory:
         self._indexed = self._indexing
         return None
 
-    def _write_rows(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
+    def _write_rows(self, db: sqlite3.Connection, rows: list[Row], last: int) -> None:
         """One commit's statements, on the committing thread, inside its transaction."""
         if rows and self.inline:
             db.executemany(_INSERT, rows)  # the loop's own thread: 25 % cheaper
@@ -315,7 +317,7 @@ class SQLiteHistory:
         with contextlib.suppress(sqlite3.Error):
             self._counts = _room_counts(db, self._indexed)
 
-    def _retain(self, db: sqlite3.Connection, rows: list[_Row], last: int) -> None:
+    def _retain(self, db: sqlite3.Connection, rows: list[Row], last: int) -> None:
         """Retention, a bounded step per commit, so that no commit grows long."""
         counts = self._counts
         budget = PRUNE_CHUNK
@@ -368,9 +370,9 @@ class SQLiteHistory:
 
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
-        end = len(tail) if before is None else bisect.bisect_left(tail, before, key=_id)
+        end = len(tail) if before is None else bisect.bisect_left(tail, before, key=row_id)
         start = max(0, end - limit)
-        newer = list(islice(tail, start, end))
+        newer = [from_row(row) for row in islice(tail, start, end)]
         if start > 0:
             return newer, True
         # The tail holds every message from its first on: the rest is older,
@@ -381,20 +383,20 @@ class SQLiteHistory:
             _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC LIMIT ?",
             (room, bound, need + 1),
         ).fetchall()
-        return [_msg(r) for r in reversed(rows[:need])] + newer, len(rows) > need
+        return [from_row(r) for r in reversed(rows[:need])] + newer, len(rows) > need
 
     def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
-        start = bisect.bisect_right(tail, after_id, key=_id)
-        newer = list(islice(tail, start, None))
+        start = bisect.bisect_right(tail, after_id, key=row_id)
+        newer = [from_row(row) for row in islice(tail, start, None)]
         if start > 0:
             return newer, True
-        bound = tail[0].id if tail else self._last_id + 1
+        bound = tail[0][0] if tail else self._last_id + 1
         rows = self._read.execute(
             _SELECT_INDEXED + " WHERE r.room = ? AND r.id > ? AND r.id < ? ORDER BY r.id",
             (room, after_id, bound),
         ).fetchall()
-        msgs = [_msg(r) for r in rows] + newer
+        msgs = [from_row(r) for r in rows] + newer
         return msgs, bool(msgs) and self._older_exists(room, msgs[0].id)
 
     def close(self) -> None:
@@ -419,7 +421,7 @@ class SQLiteHistory:
 
     def _older_exists(self, room: str, first_id: int) -> bool:
         tail = self._tails.get(room)
-        if tail and tail[0].id < first_id:
+        if tail and tail[0][0] < first_id:
             return True
         row = self._read.execute(
             "SELECT 1 FROM room_ids WHERE room = ? AND id < ? LIMIT 1", (room, first_id)
@@ -436,7 +438,7 @@ class SQLiteHistory:
         self._trimmed_at = mark
         keep = min(CACHE_PER_ROOM, self.per_room)
         for room, tail in list(self._tails.items()):
-            while len(tail) > keep and tail[0].id <= indexed:
+            while len(tail) > keep and tail[0][0] <= indexed:
                 tail.popleft()
             if not tail:
                 del self._tails[room]
@@ -444,7 +446,7 @@ class SQLiteHistory:
     def _forget_before(self, cutoff: str) -> None:
         """Retention by age reached the tails too (on the loop's thread)."""
         for room, tail in list(self._tails.items()):
-            while tail and tail[0].ts < cutoff and tail[0].id <= self._committed_id:
+            while tail and tail[0][2] < cutoff and tail[0][0] <= self._committed_id:
                 tail.popleft()
             if not tail:
                 del self._tails[room]
@@ -551,7 +553,7 @@ class SQLiteHistory:
 
 
 _SELECT_INDEXED = (
-    "SELECT m.id, m.ts, m.room, m.sender, m.text, m.action"
+    "SELECT m.id, m.room, m.ts, m.sender, m.text, m.action"
     " FROM room_ids AS r CROSS JOIN messages AS m ON m.id = r.id"
 )
 
@@ -585,16 +587,6 @@ def _delete_upto(db: sqlite3.Connection, room: str, last: int) -> None:
 
 def _swap(pairs: list[tuple[int, str]]) -> list[tuple[str, int]]:
     return [(room, id_) for id_, room in pairs]
-
-
-def _msg(row: tuple[int, str, str, str, str, int]) -> MsgEvent:
-    return MsgEvent(
-        id=row[0], ts=row[1], room=row[2], from_=row[3], text=row[4], action=bool(row[5])
-    )
-
-
-def _id(msg: MsgEvent) -> int:
-    return msg.id
 
 
 def _iso(moment: datetime) -> str:

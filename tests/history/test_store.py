@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatserver import sqlite_history
+from chatserver.history import MemoryHistory
 from chatserver.protocol import MsgEvent, format_ts
 from chatserver.sqlite_history import SCHEMA_VERSION, HistoryError, SQLiteHistory
 
@@ -331,3 +332,26 @@ def test_a_schema_1_database_is_upgraded(db: Path) -> None:
         assert conn.execute("SELECT count(*) FROM room_ids").fetchone()[0] == 30
         indexes = [r[1] for r in conn.execute("PRAGMA index_list(messages)")]
         assert "messages_room_id" not in indexes
+
+
+def test_kept_messages_cost_the_garbage_collector_nothing(db: Path, loop: Loop) -> None:
+    # A full collection walks every object it tracks, and pauses the chat
+    # meanwhile: the messages the stores keep must not be among them.
+    import gc
+
+    memory = MemoryHistory(per_room=1000)
+    store = SQLiteHistory(db)
+    try:
+        for i in range(300):
+            msg = say(store, f"r{i % 3}", f"m{i}")
+            memory.allocate_id()
+            memory.append(msg)
+        loop.commit(store)
+        gc.collect()
+        kept = [row for tail in store._tails.values() for row in tail]
+        kept += [row for room in memory._rooms.values() for row in room]
+        assert len(kept) == 600
+        assert not any(gc.is_tracked(row) for row in kept)
+        assert store.page("r1", None, 2)[0] == memory.page("r1", None, 2)[0]
+    finally:
+        store.close()
