@@ -356,7 +356,7 @@ class Hub:
         return room
 
     def say(self, conn: Connection, text: str, room: str | None, action: bool, ref: Ref) -> None:
-        room_name = room if room in conn.rooms else self._member_room(conn, room)
+        room_name = self._member_room(conn, room)
         msg = MsgEvent(
             id=self.store.allocate_id(),
             ts=now_ts(),

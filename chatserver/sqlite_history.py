@@ -362,7 +362,7 @@ class SQLiteHistory:
                 db.execute(
                     "DELETE FROM messages WHERE id BETWEEN ? AND ?", (gone[0][0], gone[-1][0])
                 )
-                db.executemany("DELETE FROM room_ids WHERE room = ? AND id = ?", _swap(gone))
+                db.executemany("DELETE FROM room_ids WHERE id = ? AND room = ?", gone)
             for _, room in gone:
                 counts[room] -= 1
             if len(gone) < budget:
@@ -583,10 +583,6 @@ def _delete_upto(db: sqlite3.Connection, room: str, last: int) -> None:
         (room, last),
     )
     db.execute("DELETE FROM room_ids WHERE room = ? AND id <= ?", (room, last))
-
-
-def _swap(pairs: list[tuple[int, str]]) -> list[tuple[str, int]]:
-    return [(room, id_) for id_, room in pairs]
 
 
 def _iso(moment: datetime) -> str:

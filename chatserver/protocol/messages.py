@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from . import jsoncodec
 from .errors import ErrorCode, ProtocolError
+from .framing import encode_frame
 from .validation import (
     DEFAULT_MAX_TEXT,
     DEFAULT_ROOM,
@@ -315,10 +316,8 @@ def encode_payload(message: Any) -> bytes:
 
 
 def encode(message: Any) -> bytes:
-    """A whole frame holding the message's JSON (encode_frame, inlined: it is
-    once per message per kind of client)."""
-    payload = jsoncodec.dumps(to_obj(message))
-    return b"%-10d" % len(payload) + payload
+    """A whole frame holding the message's JSON."""
+    return encode_frame(encode_payload(message))
 
 
 # --------------------------------------------------------------------------
