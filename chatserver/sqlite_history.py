@@ -14,8 +14,13 @@ time: no other connection ever writes, so a commit never waits for a lock.
 Reads (join backlog, ``history`` paging, ``hello.since``) come from an
 in-memory tail of each room's newest messages, and from SQLite for anything
 older (range queries on the room index, on the loop's thread; WAL lets them
-run beside the writer). The room index, ``room_ids``, is filled in batches,
-not row by row: until a row is in it, its room's tail keeps the row.
+run beside the writer).
+
+A commit stores one row per room, a *chunk*: that room's messages of the
+commit, as a JSON array. Under load a commit carries hundreds of messages
+over a few rooms, and SQLite's cost is per row. The room index,
+``room_ids``, finds a room's chunks; it is filled in batches, not chunk by
+chunk: until a message's chunk is in it, its room's tail keeps the message.
 """
 
 from __future__ import annotations
@@ -38,17 +43,17 @@ from pathlib import Path
 
 from .history import Row, from_row, row_id, to_row
 from .protocol import MsgEvent
-from .protocol.jsoncodec import dumps
+from .protocol.jsoncodec import dumps, loads
 
 log = logging.getLogger("chatserver")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
 PRUNE_EVERY = 5.0  # seconds between retention-by-age passes
-PRUNE_CHUNK = 256  # rows a commit deletes at most: retention never stalls a commit
+PRUNE_CHUNK = 256  # messages (or whole chunks, by age) a commit deletes at most: it never stalls
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
-INDEX_EVERY = 1.0  # seconds a row may wait for the room index (it waits in a tail meanwhile)
-INDEX_CHUNK = 4096  # rows indexed by one commit at most, and how many trigger it early
+INDEX_EVERY = 1.0  # seconds a chunk may wait for the room index (its tail keeps it meanwhile)
+INDEX_CHUNK = 4096  # message ids one commit indexes at most, and how many waiting trigger it
 
 
 class HistoryError(Exception):
@@ -91,6 +96,25 @@ MIGRATIONS: list[str] = [
         -- Every message up to this id is in room_ids; newer ones wait for a batch.
         INSERT INTO meta VALUES ('indexed_id', (SELECT coalesce(max(id), 0) FROM messages));
     """,
+    # 3: messages are stored in chunks, one row per room per commit (SQLite's
+    # cost is per row, and a busy commit holds hundreds of messages over a
+    # few rooms). A chunk's id is its first message's id, so room_ids now
+    # lists chunks; each old message becomes a chunk of one.
+    """
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,  -- the id of its first (oldest) message
+            room TEXT NOT NULL,
+            n INTEGER NOT NULL,  -- how many messages it holds
+            ts TEXT NOT NULL,  -- its first message's ts (retention by age)
+            msgs TEXT NOT NULL  -- JSON: [[id, room, ts, sender, text, action], ...], oldest first
+        );
+        INSERT INTO chunks SELECT id, room, 1, ts,
+            json_array(json_array(id, room, ts, sender, text, action)) FROM messages ORDER BY id;
+        -- From now on every commit records the highest id handed out.
+        UPDATE meta SET value = max(value, (SELECT coalesce(max(id), 0) FROM messages))
+            WHERE key = 'last_id';
+        DROP TABLE messages;
+    """,
 ]
 
 
@@ -105,12 +129,12 @@ def migrate(db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;")
 
 
-_INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)"
 _INSERT_JSON = (
-    "INSERT INTO messages SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
-    " value ->> 4, value ->> 5 FROM json_each(?)"
+    "INSERT INTO chunks SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
+    " value -> 4 FROM json_each(?)"
 )
-_Batch = tuple[list[Row], int, Callable[[BaseException | None], None]]
+_Batch = tuple[list["Chunk"], int, Callable[[BaseException | None], None]]
 
 
 class SQLiteHistory:
@@ -136,7 +160,7 @@ class SQLiteHistory:
             self._read.execute("PRAGMA wal_autocheckpoint=0")
             row = self._read.execute(
                 "SELECT max((SELECT value FROM meta WHERE key = 'last_id'),"
-                " coalesce((SELECT max(id) FROM messages), 0)),"
+                " coalesce((SELECT max(id) FROM chunks), 0)),"
                 " (SELECT value FROM meta WHERE key = 'indexed_id')"
             ).fetchone()
         except sqlite3.Error as exc:
@@ -163,7 +187,7 @@ class SQLiteHistory:
         # once), then from the committing thread in small steps.
         try:
             self._prune(self._read)  # indexes what a crash left unindexed, first
-            self._counts = _room_counts(self._read, self._indexed)
+            self._counts = _room_counts(self._read)
         except sqlite3.Error as exc:
             self._read.close()
             self._lock_file.close()
@@ -171,7 +195,11 @@ class SQLiteHistory:
         # A room is trimmed once it is this far over (deletes come in runs).
         self._slack = max(1, min(per_room // 20, 500))
         self._next_age_pass = time.monotonic() + PRUNE_EVERY
-        self._age_before: int | None = None  # age retention: ids below this still to delete
+        # Age retention: the chunks from _age_from to below _age_before are
+        # still to be looked at, for messages older than _age_cutoff.
+        self._age_before: int | None = None
+        self._age_from = 0
+        self._age_cutoff = ""
         # Without --fsync a commit costs no disk wait: the loop commits itself.
         # With it, a commit waits for the disk: one writer thread does that.
         self.inline = not fsync
@@ -250,7 +278,8 @@ class SQLiteHistory:
             import asyncio
 
             self._loop_call = asyncio.get_running_loop().call_soon_threadsafe
-        rows, self._rows = self._rows, []
+        chunks = _chunks(self._rows)
+        self._rows = []
         self._handed_id = last = self._last_id
 
         def committed(error: BaseException | None) -> None:
@@ -259,18 +288,18 @@ class SQLiteHistory:
             done(error)
 
         if self.inline:
-            committed(self._commit_here(rows, last))
+            committed(self._commit_here(chunks, last))
         else:
-            self._queue.put((rows, last, committed))
+            self._queue.put((chunks, last, committed))
 
-    def _commit_here(self, rows: list[Row], last: int) -> BaseException | None:
+    def _commit_here(self, chunks: list[Chunk], last: int) -> BaseException | None:
         """Commit on the loop's own thread: WAL without fsync only appends to
         the OS's cache, a fraction of a millisecond, cheaper than handing the
         batch to a thread and waiting for the GIL to come back."""
         db = self._read
         try:
             with db:
-                self._write_rows(db, rows, last)
+                self._write_chunks(db, chunks, last)
         except sqlite3.Error as exc:
             log.error("history: cannot write %s: %s", self.path, exc)
             self._recount(db)
@@ -278,33 +307,35 @@ class SQLiteHistory:
         self._indexed = self._indexing
         return None
 
-    def _write_rows(self, db: sqlite3.Connection, rows: list[Row], last: int) -> None:
+    def _write_chunks(self, db: sqlite3.Connection, chunks: list[Chunk], last: int) -> None:
         """One commit's statements, on the committing thread, inside its transaction."""
-        if rows and self.inline:
-            db.executemany(_INSERT, rows)  # the loop's own thread: 25 % cheaper
-        elif rows:
+        if chunks and self.inline:
+            # The loop's own thread: executemany is 25 % cheaper.
+            db.executemany(_INSERT, [(*chunk[:4], dumps(chunk[4]).decode()) for chunk in chunks])
+        elif chunks:
             # The writer thread: one statement for the whole batch, as
             # executemany would take the GIL back once a row, and a busy event
             # loop hands it over only every switch interval.
-            db.execute(_INSERT_JSON, (dumps(rows).decode(),))
-        if not rows or rows[-1][0] != last:
-            # Direct messages take ids too but are not stored: remember the
-            # highest id handed out, so ids keep increasing across restarts.
-            db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last,))
+            db.execute(_INSERT_JSON, (dumps(chunks).decode(),))
+        # Direct messages take ids too but are not stored, and a chunk's id is
+        # its first message's: the highest id handed out is kept apart, so
+        # that ids keep increasing across restarts.
+        db.execute("UPDATE meta SET value = ? WHERE key = 'last_id'", (last,))
         waiting = last - self._indexing
         if waiting >= INDEX_CHUNK or (waiting > 0 and time.monotonic() >= self._next_index):
             self._index(db, min(last, self._indexing + INDEX_CHUNK))
-        self._retain(db, rows, last)
+        self._retain(db, chunks, last)
 
     def _index(self, db: sqlite3.Connection, upto: int) -> None:
-        """Add the rows after the index's watermark, up to ``upto``, to room_ids.
+        """Add the chunks after the index's watermark, up to id ``upto``, to room_ids.
 
-        In batches: each room's index page is then written once a
-        batch instead of once a commit. Until then a row is found through
-        its room's tail in memory (``_trim`` keeps it there).
+        In batches: each room's index page is then written once a batch
+        instead of once a commit. Until then a message is found through its
+        room's tail in memory (``_trim`` keeps every message with an id over
+        the watermark, as its chunk may not be indexed).
         """
         db.execute(
-            "INSERT INTO room_ids SELECT room, id FROM messages WHERE id > ? AND id <= ?",
+            "INSERT INTO room_ids SELECT room, id FROM chunks WHERE id > ? AND id <= ?",
             (self._indexing, upto),
         )
         db.execute("UPDATE meta SET value = ? WHERE key = 'indexed_id'", (upto,))
@@ -312,61 +343,105 @@ class SQLiteHistory:
         self._next_index = time.monotonic() + INDEX_EVERY
 
     def _recount(self, db: sqlite3.Connection) -> None:
-        """After a failed commit (rolled back): the rows per room as they are."""
+        """After a failed commit (rolled back): the messages per room as they are."""
         self._indexing = self._indexed
         with contextlib.suppress(sqlite3.Error):
-            self._counts = _room_counts(db, self._indexed)
+            self._counts = _room_counts(db)
 
-    def _retain(self, db: sqlite3.Connection, rows: list[Row], last: int) -> None:
+    def _retain(self, db: sqlite3.Connection, chunks: list[Chunk], last: int) -> None:
         """Retention, a bounded step per commit, so that no commit grows long."""
         counts = self._counts
+        for chunk in chunks:
+            counts[chunk[1]] = counts.get(chunk[1], 0) + chunk[2]
         budget = PRUNE_CHUNK
-        for row in rows:
-            counts[row[1]] = counts.get(row[1], 0) + 1
         limit = self.per_room + self._slack
-        for room in {row[1] for row in rows}:
+        for room in {chunk[1] for chunk in chunks}:
             if counts[room] > limit:
                 n = min(counts[room] - self.per_room, budget)
-                oldest = _oldest(db, room, n)
-                if len(oldest) < n and self._indexing < last:
-                    # A small --history-max: the rows to go are not indexed yet.
+                gone = self._drop_oldest(db, room, n)
+                if gone < n and self._indexing < last:
+                    # A small --history-max: what is to go is not indexed yet.
                     self._index(db, last)
-                    oldest = _oldest(db, room, n)
-                if oldest:
-                    _delete_upto(db, room, oldest[-1][0])
-                    self._deletes += 1  # the tails may hold what went: trim them
-                counts[room] -= len(oldest)
-                budget -= len(oldest)
+                    gone += self._drop_oldest(db, room, n - gone)
+                counts[room] -= gone
+                budget -= gone
                 if not budget:
                     return
         if self.max_days is None:
             return
         if self._age_before is None and time.monotonic() >= self._next_age_pass:
             self._next_age_pass = time.monotonic() + PRUNE_EVERY
-            cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
-            # Ids grow with time: the oldest rows come first in id order, so
-            # this stops at the first row young enough to keep.
+            self._age_cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
+            # Ids grow with time: chunks before the first whose first message
+            # is young enough are the ones that hold too old messages.
             first = db.execute(
-                "SELECT id FROM messages WHERE ts >= ? ORDER BY id LIMIT 1", (cutoff,)
+                "SELECT id FROM chunks WHERE ts >= ? ORDER BY id LIMIT 1", (self._age_cutoff,)
             ).fetchone()
-            if first is None:  # every row is too old
-                first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()
-            self._age_before = first[0]
-            self._call_loop(self._forget_before, cutoff)
+            if first is None:  # every chunk is too old
+                first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()
+            self._age_from, self._age_before = 0, first[0]
+            self._call_loop(self._forget_before, self._age_cutoff)
         if self._age_before is not None:
-            gone = db.execute(
-                "SELECT id, room FROM messages WHERE id < ? ORDER BY id LIMIT ?",
-                (self._age_before, budget),
+            old = db.execute(
+                "SELECT id, room, msgs FROM chunks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (self._age_from, self._age_before, budget),
             ).fetchall()
-            if gone:  # the oldest rows: every id in this range
-                db.execute(
-                    "DELETE FROM messages WHERE id BETWEEN ? AND ?", (gone[0][0], gone[-1][0])
+            cutoff = self._age_cutoff
+            for key, room, msgs in old:
+                rows = loads(msgs)
+                counts[room] -= self._replace(
+                    db, key, room, rows, [row for row in rows if row[2] >= cutoff]
                 )
-                db.executemany("DELETE FROM room_ids WHERE id = ? AND room = ?", gone)
-            for _, room in gone:
-                counts[room] -= 1
-            if len(gone) < budget:
+            if old:
+                self._age_from = old[-1][0] + 1
+            if len(old) < budget:
                 self._age_before = None
+
+    def _drop_oldest(self, db: sqlite3.Connection, room: str, n: int) -> int:
+        """Delete a room's oldest ``n`` indexed messages (fewer if fewer are
+        indexed); return how many went."""
+        whole = None  # the last chunk that goes whole
+        gone = 0
+        cursor = db.execute(
+            "SELECT r.id, c.n FROM room_ids AS r CROSS JOIN chunks AS c ON c.id = r.id"
+            " WHERE r.room = ? ORDER BY r.id",
+            (room,),
+        )
+        part = None
+        for key, size in cursor:
+            if gone + size > n:
+                part = key  # only its first messages go
+                break
+            whole = key
+            gone += size
+            if gone == n:
+                break
+        cursor.close()
+        if whole is not None:
+            _delete_upto(db, room, whole)
+            self._deletes += 1  # the tails may hold what went: trim them
+        if part is not None:
+            msgs = db.execute("SELECT msgs FROM chunks WHERE id = ?", (part,)).fetchone()[0]
+            rows = loads(msgs)
+            gone += self._replace(db, part, room, rows, rows[n - gone :])
+        return gone
+
+    def _replace(
+        self, db: sqlite3.Connection, key: int, room: str, rows: list[Row], kept: list[Row]
+    ) -> int:
+        """Put ``kept`` in the place of chunk ``key`` (``rows``): its first
+        message changes, so does its id. Return how many messages went."""
+        if len(kept) == len(rows):
+            return 0
+        db.execute("DELETE FROM chunks WHERE id = ?", (key,))
+        db.execute("DELETE FROM room_ids WHERE room = ? AND id = ?", (room, key))
+        if kept:
+            new = kept[0][0]
+            db.execute(_INSERT, (new, room, len(kept), kept[0][2], dumps(kept).decode()))
+            if new <= self._indexing:  # otherwise the next index batch takes it
+                db.execute("INSERT INTO room_ids VALUES (?, ?)", (room, new))
+        self._deletes += 1
+        return len(rows) - len(kept)
 
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
@@ -379,11 +454,20 @@ class SQLiteHistory:
         # and on disk.
         bound = newer[0].id if newer else (before if before is not None else self._last_id + 1)
         need = limit - len(newer)
-        rows = self._read.execute(
-            _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC LIMIT ?",
-            (room, bound, need + 1),
-        ).fetchall()
-        return [from_row(r) for r in reversed(rows[:need])] + newer, len(rows) > need
+        older: list[list[Row]] = []  # chunks' messages below bound, newest chunk first
+        found = 0
+        cursor = self._read.execute(
+            _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC", (room, bound)
+        )
+        for (msgs,) in cursor:
+            rows = [row for row in loads(msgs) if row[0] < bound]
+            older.append(rows)
+            found += len(rows)
+            if found > need:
+                break
+        cursor.close()
+        rows = [row for chunk in reversed(older) for row in chunk]
+        return [from_row(row) for row in rows[max(0, found - need) :]] + newer, found > need
 
     def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
@@ -392,22 +476,27 @@ class SQLiteHistory:
         if start > 0:
             return newer, True
         bound = tail[0][0] if tail else self._last_id + 1
-        rows = self._read.execute(
-            _SELECT_INDEXED + " WHERE r.room = ? AND r.id > ? AND r.id < ? ORDER BY r.id",
-            (room, after_id, bound),
+        # From the chunk that holds after_id (the last to start at or before it).
+        chunks = self._read.execute(
+            _SELECT_INDEXED + " WHERE r.room = ? AND r.id >= coalesce((SELECT max(id)"
+            " FROM room_ids WHERE room = ? AND id <= ?), 0) AND r.id < ? ORDER BY r.id",
+            (room, room, after_id, bound),
         ).fetchall()
-        msgs = [from_row(r) for r in rows] + newer
-        return msgs, bool(msgs) and self._older_exists(room, msgs[0].id)
+        msgs = [
+            from_row(row) for (rows,) in chunks for row in loads(rows) if after_id < row[0] < bound
+        ]
+        msgs += newer
+        return msgs, self._older_exists(room, msgs[0].id if msgs else after_id + 1)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, release the file."""
         if self.inline:
             if self._rows or self.has_pending():
-                self._commit_here(self._rows, self._last_id)
+                self._commit_here(_chunks(self._rows), self._last_id)
                 self._rows = []
         else:
             if self._rows:
-                self._queue.put((self._rows, self._last_id, lambda error: None))
+                self._queue.put((_chunks(self._rows), self._last_id, lambda error: None))
                 self._rows = []
             self._queue.put(None)
             self._writer.join(timeout=10)
@@ -479,8 +568,8 @@ class SQLiteHistory:
                 error: BaseException | None = None
                 try:
                     with db:
-                        rows = [row for batch in batches for row in batch[0]]
-                        self._write_rows(db, rows, batches[-1][1])
+                        chunks = [chunk for batch in batches for chunk in batch[0]]
+                        self._write_chunks(db, chunks, batches[-1][1])
                     self._indexed = self._indexing  # read by the loop's _trim: it may lag
                 except sqlite3.Error as exc:
                     log.error("history: cannot write %s: %s", self.path, exc)
@@ -513,26 +602,22 @@ class SQLiteHistory:
             self._loop_call(fn, *args)
 
     def _prune(self, db: sqlite3.Connection) -> None:
-        """Index every row, then retention in one pass (start-up, tools): the
-        newest ``per_room`` of every room, none older than ``max_days``."""
+        """Index every chunk, then retention in one pass (start-up, tools): the
+        newest ``per_room`` messages of every room, none older than ``max_days``."""
         try:
             with db:
                 self._index(db, self._last_id)
-                rooms = [r[0] for r in db.execute("SELECT DISTINCT room FROM room_ids")]
-                for room in rooms:
-                    cut = db.execute(
-                        "SELECT id FROM room_ids WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-                        (room, self.per_room),
-                    ).fetchone()
-                    if cut is not None:
-                        _delete_upto(db, room, cut[0])
+                for room, n in _room_counts(db).items():
+                    if n > self.per_room:
+                        self._drop_oldest(db, room, n - self.per_room)
                 if self.max_days is not None:
                     cutoff = _iso(datetime.now(UTC) - timedelta(days=self.max_days))
-                    db.execute(
-                        "DELETE FROM room_ids WHERE id IN (SELECT id FROM messages WHERE ts < ?)",
-                        (cutoff,),
-                    )
-                    db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
+                    old = db.execute(
+                        "SELECT id, room, msgs FROM chunks WHERE ts < ?", (cutoff,)
+                    ).fetchall()
+                    for key, room, msgs in old:
+                        rows = loads(msgs)
+                        self._replace(db, key, room, rows, [r for r in rows if r[2] >= cutoff])
                     self._call_loop(self._forget_before, cutoff)
             self._indexed = self._indexing
         except sqlite3.Error as exc:
@@ -552,34 +637,33 @@ class SQLiteHistory:
         self._trim()
 
 
-_SELECT_INDEXED = (
-    "SELECT m.id, m.room, m.ts, m.sender, m.text, m.action"
-    " FROM room_ids AS r CROSS JOIN messages AS m ON m.id = r.id"
-)
+_SELECT_INDEXED = "SELECT c.msgs FROM room_ids AS r CROSS JOIN chunks AS c ON c.id = r.id"
+
+Chunk = tuple[int, str, int, str, list[Row]]
+"""One room's messages of one commit: (first id, room, how many, first ts, rows)."""
 
 
-def _room_counts(db: sqlite3.Connection, indexed: int) -> dict[str, int]:
-    """Rows per room: those in the room index, and those waiting for it."""
-    return dict(
-        db.execute(
-            "SELECT room, count(*) FROM (SELECT room FROM room_ids"
-            " UNION ALL SELECT room FROM messages WHERE id > ?) GROUP BY room",
-            (indexed,),
-        ).fetchall()
-    )
+def _chunks(rows: list[Row]) -> list[Chunk]:
+    """A commit's messages as one chunk per room, each in its room's order."""
+    by_room: dict[str, list[Row]] = {}
+    for row in rows:
+        group = by_room.get(row[1])
+        if group is None:
+            by_room[row[1]] = [row]
+        else:
+            group.append(row)
+    return [(group[0][0], room, len(group), group[0][2], group) for room, group in by_room.items()]
 
 
-def _oldest(db: sqlite3.Connection, room: str, n: int) -> list[tuple[int]]:
-    """The ids of a room's oldest ``n`` indexed rows."""
-    return db.execute(
-        "SELECT id FROM room_ids WHERE room = ? ORDER BY id LIMIT ?", (room, n)
-    ).fetchall()
+def _room_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Messages per room."""
+    return dict(db.execute("SELECT room, sum(n) FROM chunks GROUP BY room").fetchall())
 
 
 def _delete_upto(db: sqlite3.Connection, room: str, last: int) -> None:
-    """Delete a room's indexed rows up to id ``last``, from both tables."""
+    """Delete a room's indexed chunks up to id ``last``, from both tables."""
     db.execute(
-        "DELETE FROM messages WHERE id IN (SELECT id FROM room_ids WHERE room = ? AND id <= ?)",
+        "DELETE FROM chunks WHERE id IN (SELECT id FROM room_ids WHERE room = ? AND id <= ?)",
         (room, last),
     )
     db.execute("DELETE FROM room_ids WHERE room = ? AND id <= ?", (room, last))

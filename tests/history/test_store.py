@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -67,13 +68,21 @@ def say(store: SQLiteHistory, room: str, text: str, ts: str | None = None) -> Ms
 
 
 def rows(path: Path) -> list[tuple]:
+    """Every stored message as (id, room, sender, text), in id order, out of its chunk."""
     with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT id, room, sender, text FROM messages ORDER BY id").fetchall()
+        chunks = conn.execute("SELECT id, room, n, ts, msgs FROM chunks").fetchall()
+    found = []
+    for key, room, n, ts, msgs in chunks:
+        msgs = json.loads(msgs)
+        # A chunk is named after its first message and counts what it holds.
+        assert (key, room, n, ts) == (msgs[0][0], msgs[0][1], len(msgs), msgs[0][2])
+        assert all(m[1] == room for m in msgs)
+        found += [(m[0], m[1], m[3], m[4]) for m in msgs]
+    return sorted(found)
 
 
 def count(path: Path, room: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM messages WHERE room = ?", (room,)).fetchone()[0]
+    return sum(1 for row in rows(path) if row[1] == room)
 
 
 def test_messages_and_ids_survive_a_reopen(db: Path, loop: Loop) -> None:
@@ -128,6 +137,52 @@ def test_paging_reaches_past_the_memory_tail(db: Path, loop: Loop) -> None:
         assert store.after("big", sent[449].id) == (sent[450:], True)
         assert store.after("big", 0) == (sent, False)
         assert store.page("other", None, 10) == ([], False)
+    finally:
+        store.close()
+
+
+def test_reads_across_chunks_tails_and_the_index_batches(
+    db: Path, loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Commits of every size over three rooms: chunks of 1 to 13 messages, an
+    # index batch every 25 ids and tails of 7, so that pages and resumes
+    # start and end inside chunks, in the tails and across both.
+    monkeypatch.setattr(sqlite_history, "INDEX_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_history, "INDEX_CHUNK", 25)
+    monkeypatch.setattr(sqlite_history, "CACHE_PER_ROOM", 7)
+    rooms = ["a", "b", "c"]
+    sent: dict[str, list[MsgEvent]] = {room: [] for room in rooms}
+    store = SQLiteHistory(db)
+
+    def check() -> None:
+        for room, msgs in sent.items():
+            for limit in (1, 4, 9):
+                got: list[MsgEvent] = []
+                before = None
+                while True:
+                    page, more = store.page(room, before, limit)
+                    assert len(page) == limit or not more
+                    got = page + got
+                    if not more:
+                        break
+                    before = page[0].id
+                assert got == msgs
+            for i, msg in enumerate(msgs):
+                assert store.after(room, msg.id) == (msgs[i + 1 :], True)
+                assert store.page(room, msg.id, 3) == (msgs[max(0, i - 3) : i], i > 3)
+
+    try:
+        for n in range(40):
+            for i in range(n % 14):
+                room = rooms[(n + i * i) % 3]
+                sent[room].append(say(store, room, f"{n}.{i}"))
+            loop.commit(store)
+        check()
+    finally:
+        store.close()
+    store = SQLiteHistory(db)  # nothing in memory
+    try:
+        check()
     finally:
         store.close()
 
@@ -195,8 +250,7 @@ def test_retention_by_age_in_the_commits_and_at_start_up(
 ) -> None:
     old_ts = format_ts((datetime.now(UTC) - timedelta(days=3)).timestamp())
     store = SQLiteHistory(db)
-    for i in range(5):
-        say(store, "r", f"old{i}", ts=old_ts)
+    first = [say(store, "r", f"old{i}", ts=old_ts) for i in range(5)]
     store.close()
     store = SQLiteHistory(db, max_days=1)  # start-up applies the new retention at once
     store.close()
@@ -205,14 +259,19 @@ def test_retention_by_age_in_the_commits_and_at_start_up(
     monkeypatch.setattr(sqlite_history, "PRUNE_CHUNK", 3)
     store = SQLiteHistory(db, max_days=1)
     try:
-        old = [say(store, "r", f"old{i}", ts=old_ts) for i in range(5)]
-        loop.commit(store)  # written, then the age pass finds them: 3 go
-        new = [say(store, "r", "new")]
-        loop.commit(store)  # the other 2
-        assert [r[3] for r in rows(db)] == ["new"]
-        loop.run(lambda: None)  # the tail forgets them on the loop's thread
-        assert store.page("r", None, 50) == (new, False)
-        assert old[-1].id < new[0].id
+        # Five rooms: a chunk each. Room r4's chunk ends with a young message.
+        old = [say(store, f"r{i}", f"old{i}", ts=old_ts) for i in range(5)]
+        new = [say(store, "r4", "new0")]
+        loop.commit(store)  # written, then the age pass finds them: 3 chunks go
+        assert [r[3] for r in rows(db)] == ["old3", "old4", "new0"]
+        new.append(say(store, "r4", "new1"))
+        loop.commit(store)  # the other 2 (r4's keeps its young message)
+        assert [r[3] for r in rows(db)] == ["new0", "new1"]
+        loop.run(lambda: None)  # the tails forget them on the loop's thread
+        assert store.page("r4", None, 50) == (new, False)
+        assert store.page("r0", None, 50) == ([], False)
+        # Ids keep increasing, even when retention took every message.
+        assert first[-1].id < old[0].id and old[-1].id < new[0].id
     finally:
         store.close()
 
@@ -294,8 +353,11 @@ def test_rows_wait_for_the_room_index_in_their_tail(
         assert store.page("r0", None, 100) == (first[0::2], False)
         assert store.after("r1", first[1].id) == (first[3::2], True)
         more = [say(store, f"r{i % 2}", f"n{i}") for i in range(20)]
-        loop.commit(store)  # 60 waiting: one chunk of 50 is indexed
-        assert [i for _, i in room_index(db)] == [m.id for m in (first + more)[:50]]
+        loop.commit(store)  # 60 ids waiting: a batch of 50 is indexed
+        # A commit stores a chunk per room, named after its first message: the
+        # batch takes every chunk that starts within its 50 ids.
+        chunks = [first[0], first[1], more[0], more[1]]
+        assert room_index(db) == [(m.room, m.id) for m in chunks]
         loop.run(lambda: None)
         assert len(store._tails["r0"]) == 5  # longer than 4: its 5 rows not indexed yet
         assert store.page("r0", None, 100) == ((first + more)[0::2], False)
@@ -303,35 +365,45 @@ def test_rows_wait_for_the_room_index_in_their_tail(
         store.close()
     store = SQLiteHistory(db)  # start-up indexes the rest (a crash leaves them too)
     try:
-        assert [i for _, i in room_index(db)] == [m.id for m in first + more]
+        assert room_index(db) == [(m.room, m.id) for m in chunks]
         assert store.page("r1", None, 100) == ((first + more)[1::2], False)
+        assert store.after("r0", more[0].id) == (more[2::2], True)
     finally:
         store.close()
 
 
-def test_a_schema_1_database_is_upgraded(db: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_is_upgraded(db: Path, version: int) -> None:
+    # Schema 1: messages with an index on (room, id); 2: a room index filled
+    # in batches (here up to id 10); 3: messages in chunks.
     db.parent.mkdir()
     with sqlite3.connect(db) as conn:
-        conn.executescript(sqlite_history.MIGRATIONS[0])
-        conn.execute("PRAGMA user_version = 1")
+        for step in range(version):
+            conn.executescript(sqlite_history.MIGRATIONS[step])
+        conn.execute(f"PRAGMA user_version = {version}")
         conn.executemany(
             "INSERT INTO messages VALUES (?, ?, '2026-11-25T10:00:00.000Z', 'bob', ?, 0)",
             [(i, f"r{i % 3}", f"m{i}") for i in range(1, 31)],
         )
-        conn.execute("UPDATE meta SET value = 30")
+        conn.execute("UPDATE meta SET value = 32 WHERE key = 'last_id'")  # 31, 32: dms
+        if version == 2:
+            conn.execute("INSERT INTO room_ids SELECT room, id FROM messages WHERE id <= 10")
+            conn.execute("UPDATE meta SET value = 10 WHERE key = 'indexed_id'")
     store = SQLiteHistory(db)
     try:
         assert [m.text for m in store.page("r1", None, 5)[0]] == [
             f"m{i}" for i in (16, 19, 22, 25, 28)
         ]
-        assert store.allocate_id() == 31
+        assert [m.text for m in store.after("r2", 20)[0]] == ["m23", "m26", "m29"]
+        assert store.allocate_id() == 33
     finally:
         store.close()
+    assert rows(db) == [(i, f"r{i % 3}", "bob", f"m{i}") for i in range(1, 31)]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT count(*) FROM room_ids").fetchone()[0] == 30
-        indexes = [r[1] for r in conn.execute("PRAGMA index_list(messages)")]
-        assert "messages_room_id" not in indexes
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema")]
+        assert "messages" not in tables
 
 
 def test_kept_messages_cost_the_garbage_collector_nothing(db: Path, loop: Loop) -> None:
