@@ -50,10 +50,10 @@ log = logging.getLogger("chatserver")
 SCHEMA_VERSION = 3
 CACHE_PER_ROOM = 256  # newest messages of each room kept in memory for reads
 PRUNE_EVERY = 5.0  # seconds between retention-by-age passes
-PRUNE_CHUNK = 256  # messages (or whole chunks, by age) a commit deletes at most: it never stalls
+PRUNE_STEP = 256  # messages (or whole chunks, by age) a commit deletes at most: it never stalls
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
 INDEX_EVERY = 1.0  # seconds a chunk may wait for the room index (its tail keeps it meanwhile)
-INDEX_CHUNK = 4096  # message ids one commit indexes at most, and how many waiting trigger it
+INDEX_BATCH = 4096  # message ids one commit indexes at most, and how many waiting trigger it
 
 
 class HistoryError(Exception):
@@ -322,8 +322,8 @@ class SQLiteHistory:
         # that ids keep increasing across restarts.
         db.execute("UPDATE meta SET value = ? WHERE key = 'last_id'", (last,))
         waiting = last - self._indexing
-        if waiting >= INDEX_CHUNK or (waiting > 0 and time.monotonic() >= self._next_index):
-            self._index(db, min(last, self._indexing + INDEX_CHUNK))
+        if waiting >= INDEX_BATCH or (waiting > 0 and time.monotonic() >= self._next_index):
+            self._index(db, min(last, self._indexing + INDEX_BATCH))
         self._retain(db, chunks, last)
 
     def _index(self, db: sqlite3.Connection, upto: int) -> None:
@@ -353,7 +353,7 @@ class SQLiteHistory:
         counts = self._counts
         for chunk in chunks:
             counts[chunk[1]] = counts.get(chunk[1], 0) + chunk[2]
-        budget = PRUNE_CHUNK
+        budget = PRUNE_STEP
         limit = self.per_room + self._slack
         for room in {chunk[1] for chunk in chunks}:
             if counts[room] > limit:

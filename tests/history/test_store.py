@@ -148,7 +148,7 @@ def test_reads_across_chunks_tails_and_the_index_batches(
     # index batch every 25 ids and tails of 7, so that pages and resumes
     # start and end inside chunks, in the tails and across both.
     monkeypatch.setattr(sqlite_history, "INDEX_EVERY", 3600.0)
-    monkeypatch.setattr(sqlite_history, "INDEX_CHUNK", 25)
+    monkeypatch.setattr(sqlite_history, "INDEX_BATCH", 25)
     monkeypatch.setattr(sqlite_history, "CACHE_PER_ROOM", 7)
     rooms = ["a", "b", "c"]
     sent: dict[str, list[MsgEvent]] = {room: [] for room in rooms}
@@ -223,8 +223,8 @@ def test_retention_by_age(db: Path, loop: Loop) -> None:
 
 @pytest.mark.parametrize("fsync", [False, True])
 def test_commits_keep_retention_in_bounded_steps(db: Path, loop: Loop, fsync: bool) -> None:
-    # No separate pass: the commits themselves delete the oldest rows once a
-    # room is over --history-max by its slack, never more than a chunk at once.
+    # No separate pass: the commits themselves delete the oldest messages once
+    # a room is over --history-max by its slack, at most PRUNE_STEP at once.
     store = SQLiteHistory(db, per_room=40, fsync=fsync)
     try:
         sent = []
@@ -235,7 +235,7 @@ def test_commits_keep_retention_in_bounded_steps(db: Path, loop: Loop, fsync: bo
             assert min(40, len(sent)) <= len(kept) <= 40 + store._slack
             assert kept == [m.text for m in sent[-len(kept) :]]  # the newest, in order
         # A room over the limit by far loses at most a chunk per commit.
-        sent += [say(store, "flood", "x") for _ in range(sqlite_history.PRUNE_CHUNK + 100)]
+        sent += [say(store, "flood", "x") for _ in range(sqlite_history.PRUNE_STEP + 100)]
         loop.commit(store)
         assert count(db, "flood") == 100
         say(store, "flood", "y")
@@ -256,7 +256,7 @@ def test_retention_by_age_in_the_commits_and_at_start_up(
     store.close()
     assert rows(db) == []
     monkeypatch.setattr(sqlite_history, "PRUNE_EVERY", 0.0)
-    monkeypatch.setattr(sqlite_history, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(sqlite_history, "PRUNE_STEP", 3)
     store = SQLiteHistory(db, max_days=1)
     try:
         # Five rooms: a chunk each. Room r4's chunk ends with a young message.
@@ -343,7 +343,7 @@ def test_rows_wait_for_the_room_index_in_their_tail(
     # Rows reach the room index in batches; until then reads find them in the
     # room's tail, which keeps them however short it is meant to be.
     monkeypatch.setattr(sqlite_history, "INDEX_EVERY", 3600.0)
-    monkeypatch.setattr(sqlite_history, "INDEX_CHUNK", 50)
+    monkeypatch.setattr(sqlite_history, "INDEX_BATCH", 50)
     monkeypatch.setattr(sqlite_history, "CACHE_PER_ROOM", 4)
     store = SQLiteHistory(db, fsync=fsync)
     try:
