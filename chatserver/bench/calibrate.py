@@ -20,6 +20,8 @@ import socket
 import time
 from collections.abc import Iterator
 
+from .launcher import affinity_kept, pin_self
+
 CONNS = 400
 ROUNDS = 40
 SIZE = 100
@@ -33,7 +35,8 @@ def loopback_write_us(
 ) -> float | None:
     """Microseconds per ``send()`` of 100 bytes, or None when it cannot be measured."""
     try:
-        with _pair(conns, reader_cpus) as socks, _pinned(sender_cpus):
+        with _pair(conns, reader_cpus) as socks, affinity_kept():
+            pin_self(sender_cpus)
             data = b"x" * SIZE
             start = time.perf_counter()
             for _ in range(rounds):
@@ -72,22 +75,8 @@ def _pair(conns: int, reader_cpus: list[int] | None) -> Iterator[list[socket.soc
             reader.kill()
 
 
-@contextlib.contextmanager
-def _pinned(cpus: list[int] | None) -> Iterator[None]:
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 def _drain(port: int, conns: int, total: int, cpus: list[int] | None) -> None:
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cpus)
+    pin_self(cpus)
     sel = selectors.DefaultSelector()
     for _ in range(conns):
         sock = socket.create_connection(("127.0.0.1", port))

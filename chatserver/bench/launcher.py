@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SERVER_CPU = 0
@@ -47,6 +48,23 @@ def generator_cpus(pinned: bool) -> list[int]:
         return list(range(os.cpu_count() or 1))
     cpus = sorted(os.sched_getaffinity(0))
     return [c for c in cpus if c != SERVER_CPU] if pinned else cpus
+
+
+def pin_self(cpus: list[int] | None) -> None:
+    """Run this process on ``cpus`` from now on (nothing where it cannot pin)."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
+@contextlib.contextmanager
+def affinity_kept() -> Iterator[None]:
+    """Give this process back the CPUs it had, whatever pinning happens inside."""
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
 
 
 @functools.cache

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from .launcher import pin_self
 from .scenarios import Scenario
 
 MSG = b'"type":"msg"'
@@ -465,8 +466,7 @@ def _worker_main(
     pipe: Connection,
 ) -> None:
     try:
-        if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cpus)
+        pin_self(cpus)
         worker = _Worker(scn, host, port, ids, samples, index, nworkers, pipe)
         worker.connect_all()
         pipe.send(("ready", worker.res.ready, worker.res.failed, worker.res.first_error))

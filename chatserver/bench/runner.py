@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from .calibrate import loopback_write_us
 from .launcher import (
     SERVER_CPU,
     ServerProcess,
+    affinity_kept,
     busy_cpus,
     can_pin,
     cpu_busy_seconds,
     generator_cpus,
+    pin_self,
 )
 from .loadgen import Hooks, run_load
 from .report import Report, build
@@ -65,12 +66,8 @@ def measure(scn: Scenario, target: Target) -> Report:
     # The coordinator keeps off the server's CPU during a run; it must get all
     # its CPUs back after it, or the next run (a sweep's next step) would
     # start its server on the generator's CPU, unpinned.
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    try:
+    with affinity_kept():
         rep = _measure(scn, target)
-    finally:
-        if affinity is not None:
-            os.sched_setaffinity(0, affinity)
     if busy:
         rep.machine_busy = busy
     rep.loopback_write_us = write_us
@@ -82,14 +79,13 @@ def _measure(scn: Scenario, target: Target) -> Report:
         host, port = target.connect
         # Start your server with ``taskset -c 0``: the generator keeps off CPU 0.
         cpus = generator_cpus(pinned=target.pin and can_pin())
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cpus)
+        pin_self(cpus)
         load = run_load(scn, host, port, workers=_workers(target, cpus), cpus=cpus)
         return build(scn, load)
     with ServerProcess(target.server_args, pin=target.pin, db_memory=target.db_memory) as server:
         cpus = generator_cpus(server.pinned)
-        if hasattr(os, "sched_setaffinity") and server.pinned:
-            os.sched_setaffinity(0, cpus)  # the coordinator stays off the server's CPU too
+        if server.pinned:
+            pin_self(cpus)  # the coordinator stays off the server's CPU too
         rss_before = server.rss_kib()
         hooks = _ServerHooks(server)
         load = run_load(
