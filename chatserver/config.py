@@ -38,6 +38,7 @@ class Settings:
     tls_key: str | None = None
     tls_port: int | None = None  # 5501 when a certificate is given
     backlog: int = 50  # messages replayed on join
+    resume_max: int = 1000  # messages a resume replays per room; past that, the newest and `more`
     motd: str | None = None
     log_level: str = "INFO"
     loop: str = "auto"
@@ -112,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also forget messages older than this many days",
     )
     add("--backlog", type=int, default=d.backlog, help="messages replayed to a joiner")
+    add(
+        "--resume-max",
+        type=_positive_int,
+        default=d.resume_max,
+        help="messages a resume replays per room (the newest; the client pages the rest)",
+    )
     add("--motd", default=d.motd, help="message of the day sent with welcome")
     add(
         "--log-level",

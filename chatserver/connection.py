@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .commands import HELP_LINES, ShowHelp, parse_line
 from .encoding import encode_event, encode_lines
+from .outbox import last_bytes
 from .protocol import (
     Bye,
     ClientKind,
@@ -45,6 +47,7 @@ from .protocol import (
 if TYPE_CHECKING:
     from .config import Settings
     from .hub import Hub
+    from .outbox import Pages
 
 log = logging.getLogger("chatserver")
 
@@ -58,11 +61,14 @@ class Connection:
     __slots__ = (
         "_closer",
         "closing",
+        "held",
         "key",
         "kind",
         "name",
         "out",
+        "paused",
         "peer",
+        "queue",
         "rooms",
         "session",
         "transport",
@@ -82,6 +88,11 @@ class Connection:
         self.session: str | None = None
         self.rooms: dict[str, None] = {}  # joined rooms, most recently joined last
         self.out: list[bytes] = []
+        # Replies made page by page, and what waits behind them (outbox.py);
+        # None on the hot path, where out is all there is.
+        self.queue: deque[list[bytes] | Pages] | None = None
+        self.held = 0  # bytes waiting in the queue
+        self.paused = False  # the transport is over its high-water mark
         self.closing = False
         # Given by a hub whose output waits for the disk: it may take over the
         # close, to send the last bytes once they may be sent.
@@ -110,8 +121,7 @@ class Connection:
 
     def finish_close(self, last: bytes) -> None:
         """Write the outbox and ``last``, and close the transport."""
-        data = b"".join(self.out) + last
-        self.out.clear()
+        data = last_bytes(self, _close_budget) + last
         transport = self.transport
         if transport.is_closing():
             return
@@ -126,11 +136,13 @@ class Connection:
 
 
 _linger = 10.0  # set from Settings.close_linger by the server
+_close_budget = 1 << 20  # bytes of pending pages a closing client is still made (its sendq)
 
 
-def set_linger(seconds: float) -> None:
-    global _linger
+def set_linger(seconds: float, sendq: int = _close_budget) -> None:
+    global _linger, _close_budget
     _linger = seconds
+    _close_budget = sendq
 
 
 # Each request type and the hub method that applies it (shared by every
@@ -142,10 +154,22 @@ _DISPATCH: dict[type, Callable[[Hub, Connection, Any], None]] = {
     Leave: lambda hub, conn, r: hub.leave(conn, r.room, r.reason),
     Nick: lambda hub, conn, r: hub.nick(conn, r.name),
     Who: lambda hub, conn, r: hub.who(conn, r.room, r.ref),
-    Rooms: lambda hub, conn, r: hub.list_rooms(conn, r.ref),
+    Rooms: lambda hub, conn, r: hub.list_rooms(conn, r.after, r.limit, r.ref),
     History: lambda hub, conn, r: hub.history(conn, r.room, r.before, r.limit, r.ref),
     Ping: lambda hub, conn, r: hub.pong(conn, r.ref),
     Quit: lambda hub, conn, r: hub.quit(conn, r.reason),
+}
+
+
+# What a request costs against the client's rate, in messages (1 when not
+# listed): a reply that reads the store or a big list, and a join (a
+# notice to every member and a replay of the backlog), cost what they make.
+_PRICES: dict[type, Callable[[Any], float]] = {
+    Join: lambda r: 4.0,
+    Leave: lambda r: 2.0,
+    Who: lambda r: 2.0,
+    Rooms: lambda r: 1.0 + r.limit / 100,
+    History: lambda r: 1.0 + r.limit / 50,
 }
 
 
@@ -272,6 +296,16 @@ class ConnectionHandler(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
+
+    def pause_writing(self) -> None:
+        # Over the transport's high-water mark: no more pages are made for it
+        # until it has sent most of what it holds (outbox.py).
+        self.conn.paused = True
+
+    def resume_writing(self) -> None:
+        self.conn.paused = False
+        if self.conn.queue is not None:
+            self.hub.wake(self.conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is None:
@@ -429,13 +463,16 @@ class ConnectionHandler(asyncio.Protocol):
             return 0.0  # a wrong password: nothing more is heard
         if not self.registered:
             self._before_hello(unit)
-            return 0.0
+            # Before hello too: 10 000 requests answered `hello_required` in
+            # 0.37 s were as cheap to send as they were dear to answer.
+            return self._throttle() if self.settings.msg_rate > 0 else 0.0
         if not unit:
             return 0.0  # keepalive
-        self._handle(unit)
-        return self._throttle() if self.settings.msg_rate > 0 else 0.0
+        cost = self._handle(unit)
+        return self._throttle(cost) if self.settings.msg_rate > 0 else 0.0
 
-    def _handle(self, unit: bytes) -> None:
+    def _handle(self, unit: bytes) -> float:
+        """Apply one request; return what it costs against the client's rate."""
         conn = self.conn
         request: Any = None
         try:
@@ -444,7 +481,7 @@ class ConnectionHandler(asyncio.Protocol):
             else:
                 request = parse_line(self._text(unit), self.settings.max_text)
                 if request is None:
-                    return
+                    return 1.0
             handler = _DISPATCH.get(type(request))
             if handler is not None:
                 handler(self.hub, conn, request)
@@ -455,6 +492,8 @@ class ConnectionHandler(asyncio.Protocol):
         except ProtocolError as exc:
             ref = exc.ref if exc.ref is not None else getattr(request, "ref", None)
             self.hub.send_error(conn, exc.code, exc.message, ref)
+        price = _PRICES.get(type(request))
+        return 1.0 if price is None else price(request)
 
     def _before_hello(self, unit: bytes) -> None:
         conn = self.conn
@@ -551,11 +590,11 @@ class ConnectionHandler(asyncio.Protocol):
         except UnicodeDecodeError:
             raise ProtocolError(ErrorCode.BAD_UTF8, "input is not valid UTF-8") from None
 
-    def _throttle(self) -> float:
+    def _throttle(self, cost: float = 1.0) -> float:
         """Token bucket: the seconds until this client is back within its rate."""
         now = self.loop.time()
         rate = self.settings.msg_rate
-        tokens = min(self.settings.msg_burst, self._tokens + (now - self._last) * rate) - 1
+        tokens = min(self.settings.msg_burst, self._tokens + (now - self._last) * rate) - cost
         self._last = now
         self._tokens = tokens
         return -tokens / rate if tokens < 0 else 0.0

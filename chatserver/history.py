@@ -17,6 +17,11 @@ from typing import Protocol
 from .protocol import MsgEvent
 
 
+class HistoryUnavailable(Exception):
+    """A read failed (a damaged file, a disk error): the request is answered
+    ``unavailable``, the connection stays. The message is one line for the user."""
+
+
 class HistoryStore(Protocol):
     durable: bool  # whether output must wait for commit() (persist, then fan out)
     inline: bool  # whether commit() has called ``done`` by the time it returns
@@ -34,9 +39,16 @@ class HistoryStore(Protocol):
         first, and whether still older ones exist."""
         ...
 
-    def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
-        """Every kept message newer than ``after_id``, oldest first, and whether
-        older ones exist than the first returned."""
+    def after(
+        self, room: str, after_id: int, limit: int | None = None
+    ) -> tuple[list[MsgEvent], bool]:
+        """The kept messages newer than ``after_id`` (the oldest ``limit`` of
+        them, or all), oldest first, and whether older ones exist than the
+        first returned."""
+        ...
+
+    def last_id(self) -> int:
+        """The last id handed out: every message accepted so far is at or below it."""
         ...
 
     def has_pending(self) -> bool:
@@ -102,12 +114,18 @@ class MemoryHistory:
         start = max(0, end - limit)
         return [from_row(row) for row in islice(msgs, start, end)], start > 0
 
-    def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
+    def after(
+        self, room: str, after_id: int, limit: int | None = None
+    ) -> tuple[list[MsgEvent], bool]:
         msgs = self._rooms.get(room)
         if not msgs:
             return [], False
         start = bisect.bisect_right(msgs, after_id, key=row_id)
-        return [from_row(row) for row in islice(msgs, start, None)], start > 0
+        end = None if limit is None else start + limit
+        return [from_row(row) for row in islice(msgs, start, end)], start > 0
+
+    def last_id(self) -> int:
+        return self._last_id
 
     def has_pending(self) -> bool:
         return False

@@ -12,14 +12,16 @@ are flushed together by one callback, one ``write()`` per connection.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from . import __version__
 from .encoding import encode_event
-from .history import HistoryStore
+from .history import HistoryStore, HistoryUnavailable
+from .outbox import Pages, drain, enqueue, hold
 from .protocol import (
     PROTO_VERSION,
     ClientKind,
@@ -52,6 +54,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 _KINDS = tuple(ClientKind)
+
+RETRY_FIRST = 0.25  # seconds messages are refused after a failed commit, doubling...
+RETRY_MAX = 4.0  # ...up to this, until a commit works again
+LOG_EVERY = 60.0  # seconds between log lines while the store keeps failing
+
+_Sent = tuple["Connection", Ref, list[bytes]]
+"""A message of this turn: its sender, the sender's ref, and its encodings."""
 
 
 class Room:
@@ -93,8 +102,16 @@ class Hub:
         self._accepted = 0
         self._hold_after = settings.sendq // 4
         self._waiters: list[Callable[[], None]] = []
+        # The messages whose bytes wait for the commit (a failed one takes them back).
+        self._sent: list[_Sent] = []
+        self._down_since: float | None = None  # the store failed a commit then
+        self._retry_at = 0.0  # messages are refused until then
+        self._backoff = RETRY_FIRST
+        self._refused = 0
+        self._next_log = 0.0
         self.users: dict[str, Connection] = {}  # name key -> connection
         self.rooms: dict[str, Room] = {}
+        self._room_names: list[str] = []  # the keys of rooms, sorted: `rooms` pages it
         self._dirty: list[Connection] = []  # outboxes with bytes waiting for the flush
         self.limits = {
             "max_frame": settings.max_frame,
@@ -121,20 +138,35 @@ class Hub:
     def send_error(self, conn: Connection, code: ErrorCode, message: str, ref: Ref = None) -> None:
         self.send_event(conn, ErrorEvent(code=code.value, message=message, ref=ref))
 
-    def broadcast(self, room: Room, event: Event) -> None:
-        """Send one event to every member of a room, encoded once per kind."""
+    def send_pages(self, conn: Connection, pages: Pages) -> None:
+        """A reply made page by page as the client reads it (outbox.py)."""
+        enqueue(conn, pages)
+        self.wake(conn)
+
+    def wake(self, conn: Connection) -> None:
+        """Have this connection's queue looked at by the next flush."""
+        if not self._dirty and not self._closes:
+            self._schedule_flush()
+        self._dirty.append(conn)
+
+    def broadcast(self, room: Room, event: Event) -> list[bytes]:
+        """Send one event to every member of a room, encoded once per kind;
+        return the encodings (a failed commit takes them back)."""
         dirty = self._dirty
         if not dirty:
             self._schedule_flush()
+        made = []
         for kind, members in enumerate(room.by_kind):
             if not members:
                 continue
             data = encode_event(event, _KINDS[kind])
+            made.append(data)
             for conn in members:
                 out = conn.out
                 if not out:
                     dirty.append(conn)
                 out.append(data)
+        return made
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this event-loop turn.
@@ -152,6 +184,8 @@ class Hub:
         commits first. One that commits on this thread is done at once; for
         one that commits on its writer thread, the bytes are cut into a batch
         that is written when the commit is done, while the next batch grows.
+        A commit that fails takes its messages back out of every outbox: the
+        senders are answered ``unavailable`` instead (persist, then fan out).
         """
         if self._committing:
             return  # _committed flushes what waits meanwhile
@@ -163,33 +197,59 @@ class Hub:
         self._closes = []
         store = self.store
         if self._durable and store.has_pending():
+            sent, self._sent = self._sent, []
             if not store.inline:
-                batch = []
-                for conn in dirty:
-                    out = conn.out
-                    if out:
-                        batch.append((conn, out[0] if len(out) == 1 else b"".join(out)))
-                        out.clear()
                 self._committing = True
                 self._accepted = 0
-                store.commit(lambda error: self._committed(batch, closes, error))
+                batch = self._cut(dirty)
+                store.commit(lambda error: self._committed(batch, closes, sent, error))
                 return
-            store.commit(_ignore)  # on disk when it returns: now the bytes may go
+            result: list[BaseException | None] = []
+            store.commit(result.append)  # on disk when it returns: now the bytes may go
+            if result[0] is not None:
+                self._failed(sent, [(conn, None) for conn in dirty], result[0])
+            elif self._down_since is not None:
+                self._recovered()
         self._write_out(dirty)
         for conn, last in closes:
             conn.finish_close(last)
 
+    def _cut(self, dirty: list[Connection]) -> list[tuple[Connection, list[bytes] | int]]:
+        """The bytes of this turn, to be written once they are on disk: each
+        connection's outbox, or how many entries of its queue may go."""
+        batch: list[tuple[Connection, list[bytes] | int]] = []
+        queued: set[Connection] = set()
+        for conn in dirty:
+            if conn.queue is not None:
+                if conn not in queued:
+                    queued.add(conn)
+                    hold(conn)
+                    batch.append((conn, len(conn.queue)))
+            elif conn.out:
+                batch.append((conn, conn.out))
+                conn.out = []
+        return batch
+
     def _committed(
         self,
-        batch: list[tuple[Connection, bytes]],
+        batch: list[tuple[Connection, list[bytes] | int]],
         closes: list[tuple[Connection, bytes]],
+        sent: list[_Sent],
         error: BaseException | None,
     ) -> None:
-        # A failed commit was logged by the store; the messages still go out
-        # (the chat carries on without durable history rather than stopping).
         self._committing = False
-        for conn, data in batch:
-            self._write(conn, data)
+        if error is not None:
+            self._failed(
+                sent, [(conn, item if type(item) is list else None) for conn, item in batch], error
+            )
+        elif self._down_since is not None:
+            self._recovered()
+        for conn, item in batch:
+            if type(item) is list:
+                if item:
+                    self._write(conn, item[0] if len(item) == 1 else b"".join(item))
+            else:
+                self._drain(conn, item)  # type: ignore[arg-type]
         for conn, last in closes:
             conn.finish_close(last)
         self.holding = False
@@ -226,6 +286,10 @@ class Hub:
     def _write_out(self, dirty: list[Connection]) -> None:
         sendq = self.settings.sendq
         for conn in dirty:
+            if conn.queue is not None:
+                hold(conn)
+                self._drain(conn)
+                continue
             out = conn.out
             if not out:
                 continue
@@ -244,6 +308,111 @@ class Hub:
             if unsent - len(data) > sendq:
                 log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
                 self.drop(conn, "slow_consumer", "slow consumer")
+
+    def _drain(self, conn: Connection, segments: int | None = None) -> None:
+        """Write a connection's queue as far as it may go now (outbox.py)."""
+        if drain(conn, segments):
+            self.wake(conn)  # pages left and the transport keeps up: next turn
+        if conn.queue is None or conn.closing:
+            return
+        # What waits behind a reply counts toward the sendq with what the
+        # transport holds: a client that does not read cannot grow either.
+        unsent = conn.held + conn.transport.get_write_buffer_size()
+        if unsent > self.settings.sendq:
+            log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
+            self.drop(conn, "slow_consumer", "slow consumer")
+
+    # ------------------------------------------------------------------
+    # A history store that cannot be written
+
+    def _failed(
+        self,
+        sent: list[_Sent],
+        outboxes: list[tuple[Connection, list[bytes] | None]],
+        error: BaseException,
+    ) -> None:
+        """A commit failed: none of its messages may reach anyone. Take them
+        out of every outbox (and queue) they went to, answer each sender
+        ``unavailable`` in its echo's place, and refuse new messages for a
+        while (doubling up to a few seconds) before the store is tried again."""
+        now = self._time()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff = RETRY_FIRST
+            self._refused = 0
+            self._next_log = now + LOG_EVERY
+            log.error(
+                "history: cannot write %s (%s); messages are refused (unavailable)"
+                " until it works again",
+                getattr(self.store, "path", "the store"),
+                error,
+            )
+        else:
+            self._backoff = min(self._backoff * 2, RETRY_MAX)
+            if now >= self._next_log:
+                self._next_log = now + LOG_EVERY
+                log.error(
+                    "history: still cannot write (%s) after %.0f s; %d messages refused",
+                    error,
+                    now - self._down_since,
+                    self._refused + len(sent),
+                )
+        self._retry_at = now + self._backoff
+        self._refused += len(sent)
+        if not sent:
+            return
+        owner: dict[int, _Sent] = {}
+        for entry in sent:
+            for data in entry[2]:
+                owner[id(data)] = entry
+        errors: dict[int, bytes] = {}  # id(entry) -> the sender's error, once
+
+        def refused(conn: Connection, segment: list[bytes]) -> None:
+            kept = []
+            for data in segment:
+                entry = owner.get(id(data))
+                if entry is None:
+                    kept.append(data)
+                elif entry[0] is conn and id(entry) not in errors:
+                    errors[id(entry)] = b""
+                    kept.append(
+                        encode_event(
+                            ErrorEvent(
+                                code=ErrorCode.UNAVAILABLE.value,
+                                message="the history cannot be written now: not sent; "
+                                "try again later",
+                                ref=entry[1],
+                            ),
+                            conn.kind,
+                            conn.name,
+                        )
+                    )
+            segment[:] = kept
+
+        for conn, out in outboxes:
+            refused(conn, out if out is not None else conn.out)
+            if conn.queue is not None:
+                for segment in conn.queue:
+                    if type(segment) is list:
+                        refused(conn, segment)
+                conn.held = sum(len(b) for seg in conn.queue if type(seg) is list for b in seg)
+
+    def _recovered(self) -> None:
+        log.warning(
+            "history: writing again after %.1f s; %d messages were refused meanwhile",
+            self._time() - (self._down_since or 0.0),
+            self._refused,
+        )
+        self._down_since = None
+        self._retry_at = 0.0
+
+    def _check_writable(self) -> None:
+        """While the store is failing, messages are refused until the next try."""
+        if self._time() < self._retry_at:
+            self._refused += 1
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the history cannot be written now: try again later"
+            )
 
     # ------------------------------------------------------------------
     # Membership
@@ -310,6 +479,7 @@ class Hub:
         room = self.rooms.get(room_name)
         if room is None:
             room = self.rooms[room_name] = Room(room_name)
+            bisect.insort(self._room_names, room_name)
         room.add(conn)
         conn.rooms[room_name] = None
         self.broadcast(room, JoinEvent(room=room_name, name=conn.name, ts=now_ts()))
@@ -324,9 +494,14 @@ class Hub:
         room.remove(conn)
         del conn.rooms[room_name]
         if not room.members:
-            del self.rooms[room_name]
+            self._forget_room(room_name)
         elif not tell_leaver:
             self.broadcast(room, event)
+
+    def _forget_room(self, room_name: str) -> None:
+        del self.rooms[room_name]
+        names = self._room_names
+        del names[bisect.bisect_left(names, room_name)]
 
     def disconnect(self, conn: Connection, reason: str) -> None:
         """Forget a connection: leave events to its rooms. Safe to call twice."""
@@ -356,6 +531,8 @@ class Hub:
         return room
 
     def say(self, conn: Connection, text: str, room: str | None, action: bool, ref: Ref) -> None:
+        if self._retry_at:
+            self._check_writable()
         room_name = self._member_room(conn, room)
         msg = MsgEvent(
             id=self.store.allocate_id(),
@@ -369,14 +546,18 @@ class Hub:
         self._accepted += len(text) + 200  # about the bytes each member is sent
         if self._committing and self._accepted >= self._hold_after:
             self.holding = True
-        self.broadcast(self.rooms[room_name], msg)
+        made = self.broadcast(self.rooms[room_name], msg)
         if ref is not None:
             # The sender's copy carries its ref; the broadcast just appended the
             # plain copy last to the sender's outbox, so swap that one.
-            conn.out[-1] = encode_event(
+            echo = encode_event(
                 MsgEvent(msg.id, msg.ts, msg.room, msg.from_, msg.text, msg.action, ref),
                 conn.kind,
             )
+            conn.out[-1] = echo
+            made.append(echo)
+        if self._durable:
+            self._sent.append((conn, ref, made))
 
     def dm(self, conn: Connection, to: str, text: str, action: bool, ref: Ref) -> None:
         target = self.users.get(name_key(to))
@@ -444,51 +625,130 @@ class Hub:
         names = sorted((m.name for m in room_obj.members), key=str.casefold)
         self.send_event(conn, WhoReply(room=room, names=names, ref=ref))
 
-    def list_rooms(self, conn: Connection, ref: Ref) -> None:
-        infos = [RoomInfo(name=r.name, members=len(r.members)) for r in self.rooms.values()]
-        infos.sort(key=lambda info: info.name)
-        self.send_event(conn, RoomsReply(rooms=infos, ref=ref))
+    def list_rooms(self, conn: Connection, after: str | None, limit: int, ref: Ref) -> None:
+        self.send_pages(conn, self._rooms_pages(conn, after, limit, ref))
+
+    def _rooms_pages(
+        self, conn: Connection, after: str | None, limit: int, ref: Ref
+    ) -> Iterator[bytes]:
+        """One page of the room list, in name order, within one frame."""
+        names = self._room_names
+        start = 0 if after is None else bisect.bisect_right(names, after)
+        budget = self.settings.max_frame - 512
+        infos = []
+        size = 0
+        end = start
+        while end < len(names) and len(infos) < limit:
+            room = self.rooms[names[end]]
+            entry = len(room.name.encode()) + 40  # {"name": ..., "members": N}, escapes aside
+            if size + entry > budget:
+                break
+            size += entry
+            infos.append(RoomInfo(name=room.name, members=len(room.members)))
+            end += 1
+        yield encode_event(
+            RoomsReply(rooms=infos, more=end < len(names), ref=ref), conn.kind, conn.name
+        )
 
     def history(
         self, conn: Connection, room: str | None, before: int | None, limit: int, ref: Ref
     ) -> None:
-        if room is None:
-            room = self._member_room(conn, None)
-        msgs, more = self.store.page(room, before, limit)
+        room = self._member_room(conn, room)
+        # Made when the client is ready for it, of the messages there are now.
+        bound = before if before is not None else self.store.last_id() + 1
+        self.send_pages(conn, self._history_pages(conn, room, bound, limit, ref))
+
+    def _history_pages(
+        self, conn: Connection, room: str, before: int, limit: int, ref: Ref
+    ) -> Iterator[bytes]:
+        """One ``history`` reply within one frame: the newest ``limit`` before
+        ``before`` that fit, read a few at a time (what cannot fit is never read)."""
         budget = self.settings.max_frame - 512
-        # Keep the reply within one frame: drop the oldest that do not fit.
-        keep = len(msgs)
+        newest_first: list[MsgEvent] = []
         size = 0
-        while keep and size + _msg_size(msgs[keep - 1]) <= budget:
-            size += _msg_size(msgs[keep - 1])
-            keep -= 1
-        if keep:
-            msgs, more = msgs[keep:], True
-        self.send_event(conn, HistoryReply(room=room, messages=msgs, more=more, ref=ref))
+        more = False
+        try:
+            while len(newest_first) < limit:
+                msgs, older = self.store.page(
+                    room, before, min(REPLAY_READ, limit - len(newest_first))
+                )
+                for i in range(len(msgs) - 1, -1, -1):
+                    msg_size = _msg_size(msgs[i])
+                    if size + msg_size > budget:
+                        more = True  # this one and older did not fit
+                        break
+                    size += msg_size
+                    newest_first.append(msgs[i])
+                else:
+                    more = older
+                    if msgs and older:
+                        before = msgs[0].id
+                        continue
+                break
+        except HistoryUnavailable as exc:
+            yield self._unavailable(conn, exc, ref)
+            return
+        newest_first.reverse()
+        yield encode_event(
+            HistoryReply(room=room, messages=newest_first, more=more, ref=ref), conn.kind
+        )
 
     def _replay(self, conn: Connection, room: str, since: int | None, ref: Ref) -> None:
-        """History for a joiner: the backlog, or everything after ``since``.
+        """History for a joiner: the backlog, or what it missed since ``since``,
+        as of now (what comes later reaches it live), made as it reads."""
+        bound = self.store.last_id() + 1
+        self.send_pages(conn, self._replay_pages(conn, room, since, bound, ref))
 
-        Split into as many frames as needed, oldest first, each under max_frame.
+    def _replay_pages(
+        self, conn: Connection, room: str, since: int | None, bound: int, ref: Ref
+    ) -> Iterator[bytes]:
+        """The replay's frames, oldest first, each under max_frame.
+
+        A resume carries at most ``--resume-max`` messages a room: past that
+        it is the newest ones, with ``more`` for the client to page the rest
+        with ``history before``. Messages are read from the store a page at a
+        time, so one replay holds one page of them in memory, not all.
         """
-        if since is None:
-            if self.settings.backlog <= 0:
-                self.send_event(conn, HistoryReply(room=room, messages=[], more=False, ref=ref))
-                return
-            msgs, more = self.store.page(room, None, self.settings.backlog)
-        else:
-            msgs, more = self.store.after(room, since)
+        store = self.store
+        kind = conn.kind
         budget = self.settings.max_frame - 512
-        chunk: list[MsgEvent] = []
-        size = 0
-        for msg in msgs:
-            msg_size = _msg_size(msg)
-            if chunk and size + msg_size > budget:
-                self.send_event(conn, HistoryReply(room=room, messages=chunk, more=more, ref=ref))
-                chunk, size, more = [], 0, True
-            chunk.append(msg)
-            size += msg_size
-        self.send_event(conn, HistoryReply(room=room, messages=chunk, more=more, ref=ref))
+        try:
+            if since is None:
+                if self.settings.backlog <= 0:
+                    yield encode_event(HistoryReply(room, [], False, ref), kind)
+                    return
+                msgs, more = store.page(room, bound, self.settings.backlog)
+                batches: Iterator[list[MsgEvent]] = iter((msgs,))
+            else:
+                cap = self.settings.resume_max
+                first, more = store.after(room, since, cap + 1)
+                if len(first) > cap and first[cap].id < bound:
+                    # Cut: the newest ``cap`` before the bound, paged from the
+                    # oldest; ``more`` says older ones exist, as ever.
+                    newest, _ = store.page(room, bound, cap)
+                    since = newest[0].id - 1 if newest else since
+                    more = True
+                batches = _after_pages(store, room, since, bound, cap)
+            chunk: list[MsgEvent] = []
+            size = 0
+            for msgs in batches:
+                for msg in msgs:
+                    msg_size = _msg_size(msg)
+                    if chunk and size + msg_size > budget:
+                        yield encode_event(HistoryReply(room, chunk, more, ref), kind)
+                        chunk, size, more = [], 0, True
+                    chunk.append(msg)
+                    size += msg_size
+            yield encode_event(HistoryReply(room, chunk, more, ref), kind)
+        except HistoryUnavailable as exc:
+            yield self._unavailable(conn, exc, ref)
+
+    def _unavailable(self, conn: Connection, exc: HistoryUnavailable, ref: Ref) -> bytes:
+        return encode_event(
+            ErrorEvent(code=ErrorCode.UNAVAILABLE.value, message=str(exc), ref=ref),
+            conn.kind,
+            conn.name,
+        )
 
     def pong(self, conn: Connection, ref: Ref) -> None:
         self.send_event(conn, Pong(ts=now_ts(), ref=ref))
@@ -504,11 +764,25 @@ class Hub:
             conn.close("shutdown")
         self.users.clear()
         self.rooms.clear()
-
-
-def _ignore(error: BaseException | None) -> None:
-    """A failed commit was logged by the store; the chat carries on without it."""
+        self._room_names.clear()
 
 
 def _msg_size(msg: MsgEvent) -> int:
     return len(encode_payload(msg)) + 1
+
+
+REPLAY_READ = 64  # messages a replay reads from the store at a time
+
+
+def _after_pages(
+    store: HistoryStore, room: str, since: int, bound: int, cap: int
+) -> Iterator[list[MsgEvent]]:
+    """At most ``cap`` messages after ``since`` and below ``bound``, read a few at a time."""
+    while cap > 0:
+        msgs, _ = store.after(room, since, min(REPLAY_READ, cap))
+        msgs = [m for m in msgs if m.id < bound]
+        if not msgs:
+            return
+        yield msgs
+        cap -= len(msgs)
+        since = msgs[-1].id

@@ -48,7 +48,7 @@ class ChatServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        set_linger(self.settings.close_linger)
+        set_linger(self.settings.close_linger, self.settings.sendq)
         self.hub = Hub(self.settings, self.store, loop)
         self._server = await asyncio.start_server(
             self._on_connect, self.settings.host, self.settings.port, reuse_address=True

@@ -280,10 +280,16 @@ class SQLiteHistory:
             self._loop_call = asyncio.get_running_loop().call_soon_threadsafe
         chunks = _chunks(self._rows)
         self._rows = []
+        first = self._handed_id
         self._handed_id = last = self._last_id
 
         def committed(error: BaseException | None) -> None:
-            self._committed_id = max(self._committed_id, last)
+            if error is not None:
+                # Rolled back: its messages are sent to nobody, so no read may
+                # find them either (the hub answers their senders `unavailable`).
+                self._forget(first, last, {chunk[1] for chunk in chunks})
+            else:
+                self._committed_id = max(self._committed_id, last)
             self._trim()
             done(error)
 
@@ -300,12 +306,23 @@ class SQLiteHistory:
         try:
             with db:
                 self._write_chunks(db, chunks, last)
-        except sqlite3.Error as exc:
-            log.error("history: cannot write %s: %s", self.path, exc)
+        except sqlite3.Error as exc:  # logged by the hub, at a bounded rate
             self._recount(db)
             return exc
         self._indexed = self._indexing
         return None
+
+    def _forget(self, after: int, upto: int, rooms: set[str]) -> None:
+        """Drop the rows with ids in (after, upto] from the tails of ``rooms``."""
+        for room in rooms:
+            tail = self._tails.get(room)
+            if tail is None:
+                continue
+            kept = deque(row for row in tail if not after < row[0] <= upto)
+            if kept:
+                self._tails[room] = kept
+            else:
+                del self._tails[room]
 
     def _write_chunks(self, db: sqlite3.Connection, chunks: list[Chunk], last: int) -> None:
         """One commit's statements, on the committing thread, inside its transaction."""
@@ -467,24 +484,30 @@ class SQLiteHistory:
         rows = [row for chunk in reversed(older) for row in chunk]
         return [from_row(row) for row in rows[max(0, found - need) :]] + newer, found > need
 
-    def after(self, room: str, after_id: int) -> tuple[list[MsgEvent], bool]:
+    def after(
+        self, room: str, after_id: int, limit: int | None = None
+    ) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
         start = bisect.bisect_right(tail, after_id, key=row_id)
-        newer = [from_row(row) for row in islice(tail, start, None)]
+        end = None if limit is None else start + limit
         if start > 0:
-            return newer, True
+            return [from_row(row) for row in islice(tail, start, end)], True
         bound = tail[0][0] if tail else self._last_id + 1
-        # From the chunk that holds after_id (the last to start at or before it).
+        # From the chunk that holds after_id (the last to start at or before it);
+        # each chunk holds one message at least, so limit + 1 chunks are enough.
         chunks = self._read.execute(
             _SELECT_INDEXED + " WHERE r.room = ? AND r.id >= coalesce((SELECT max(id)"
-            " FROM room_ids WHERE room = ? AND id <= ?), 0) AND r.id < ? ORDER BY r.id",
-            (room, room, after_id, bound),
+            " FROM room_ids WHERE room = ? AND id <= ?), 0) AND r.id < ? ORDER BY r.id LIMIT ?",
+            (room, room, after_id, bound, -1 if limit is None else limit + 1),
         ).fetchall()
-        msgs = [
-            from_row(row) for (rows,) in chunks for row in loads(rows) if after_id < row[0] < bound
-        ]
-        msgs += newer
+        rows = [row for (msgs,) in chunks for row in loads(msgs) if after_id < row[0] < bound]
+        if limit is None or len(rows) < limit:
+            rows += islice(tail, 0, None if limit is None else limit - len(rows))
+        msgs = [from_row(row) for row in rows[:limit]]
         return msgs, self._older_exists(room, msgs[0].id if msgs else after_id + 1)
+
+    def last_id(self) -> int:
+        return self._last_id
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, release the file."""
@@ -569,8 +592,7 @@ class SQLiteHistory:
                         chunks = [chunk for batch in batches for chunk in batch[0]]
                         self._write_chunks(db, chunks, batches[-1][1])
                     self._indexed = self._indexing  # read by the loop's _trim: it may lag
-                except sqlite3.Error as exc:
-                    log.error("history: cannot write %s: %s", self.path, exc)
+                except sqlite3.Error as exc:  # logged by the hub, at a bounded rate
                     self._recount(db)
                     error = exc
                 for _, _, done in batches:

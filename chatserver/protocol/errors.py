@@ -31,6 +31,9 @@ class ErrorCode(StrEnum):
     NOT_IN_ROOM = "not_in_room"
     TOO_MANY_ROOMS = "too_many_rooms"
     UNKNOWN_COMMAND = "unknown_command"  # plain-text clients' `/typo`
+    # The history store cannot be written or read now: nothing of the request
+    # happened, and it may be tried again later (PROTOCOL.md 9.5).
+    UNAVAILABLE = "unavailable"
 
 
 # Codes after which the server closes the connection.

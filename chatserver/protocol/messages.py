@@ -32,6 +32,7 @@ from .validation import (
 PROTO_VERSION = 1
 HISTORY_MAX_LIMIT = 500
 HISTORY_DEFAULT_LIMIT = 50
+ROOMS_MAX_LIMIT = 500
 
 Ref = str | int | None
 
@@ -102,7 +103,11 @@ class Who:
 
 @dataclass(slots=True)
 class Rooms:
+    """The rooms after ``after`` in name order, at most ``limit`` of them."""
+
     TYPE: ClassVar[str] = "rooms"
+    after: str | None = None
+    limit: int = ROOMS_MAX_LIMIT
     ref: Ref = None
 
 
@@ -214,6 +219,7 @@ class RoomInfo:
 class RoomsReply:
     TYPE: ClassVar[str] = "rooms"
     rooms: list[RoomInfo]
+    more: bool = False
     ref: Ref = None
 
 
@@ -441,7 +447,12 @@ def _parse_who(obj: dict[str, Any], ref: Ref, max_text: int) -> Who:
 
 
 def _parse_rooms(obj: dict[str, Any], ref: Ref, max_text: int) -> Rooms:
-    return Rooms(ref=ref)
+    limit = _opt_int(obj, "limit", 1, ROOMS_MAX_LIMIT)
+    return Rooms(
+        after=_opt_room(obj, "after"),
+        limit=ROOMS_MAX_LIMIT if limit is None else limit,
+        ref=ref,
+    )
 
 
 def _parse_history(obj: dict[str, Any], ref: Ref, max_text: int) -> History:

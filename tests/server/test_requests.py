@@ -276,6 +276,7 @@ def test_rooms_member_counts(connect):
             {"name": "y", "members": 3},
             {"name": "z", "members": 1},
         ],
+        "more": False,
         "ref": "r",
     }
 
@@ -301,8 +302,12 @@ def test_history_paging(connect):
     alice.send({"type": "history", "ref": "p4"})  # room omitted: the current one; limit 50
     page = alice.expect("history", ref="p4")
     assert [m["id"] for m in page["messages"]] == ids and page["more"] is False
-    alice.send({"type": "history", "room": "empty", "ref": "p5"})
-    assert alice.expect("history", ref="p5")["messages"] == []
+    alice.send({"type": "history", "room": "empty", "ref": "p5"})  # members only
+    assert_error(alice, "not_in_room", "p5")
+    alice.send({"type": "join", "room": "empty"})
+    alice.expect("history", room="empty")
+    alice.send({"type": "history", "room": "empty", "ref": "p6"})
+    assert alice.expect("history", ref="p6")["messages"] == []
 
 
 def test_history_limit_bounds(connect, witnesses):
