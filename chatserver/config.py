@@ -40,6 +40,7 @@ class Settings:
     backlog: int = 50  # messages replayed on join
     resume_max: int = 1000  # messages a resume replays per room; past that, the newest and `more`
     motd: str | None = None
+    name_grace: float = 60.0  # seconds a dropped user's name is kept for its session token
     log_level: str = "INFO"
     loop: str = "auto"
     shutdown_timeout: float = 4.0
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages a resume replays per room (the newest; the client pages the rest)",
     )
     add("--motd", default=d.motd, help="message of the day sent with welcome")
+    add(
+        "--name-grace",
+        type=_non_negative,
+        default=d.name_grace,
+        help="seconds a dropped client's name and rooms are kept for it to come back; 0: none",
+    )
     add(
         "--log-level",
         default=d.log_level,

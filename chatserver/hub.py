@@ -24,6 +24,7 @@ from .history import HistoryStore, HistoryUnavailable
 from .outbox import Pages, drain, enqueue, hold
 from .protocol import (
     PROTO_VERSION,
+    AwayEvent,
     ClientKind,
     DmEvent,
     ErrorCode,
@@ -58,6 +59,9 @@ _KINDS = tuple(ClientKind)
 RETRY_FIRST = 0.25  # seconds messages are refused after a failed commit, doubling...
 RETRY_MAX = 4.0  # ...up to this, until a commit works again
 LOG_EVERY = 60.0  # seconds between log lines while the store keeps failing
+AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
+# Server-initiated closes after which the client is expected back (its name is kept).
+GRACE_BYES = frozenset({"slow_consumer", "idle"})
 
 _Sent = tuple["Connection", Ref, list[bytes]]
 """A message of this turn: its sender, the sender's ref, and its encodings."""
@@ -112,6 +116,10 @@ class Hub:
         self.users: dict[str, Connection] = {}  # name key -> connection
         self.rooms: dict[str, Room] = {}
         self._room_names: list[str] = []  # the keys of rooms, sorted: `rooms` pages it
+        # Users whose connection dropped: their name and rooms kept for their
+        # session token until the timer runs out, and the DMs sent meanwhile.
+        self._away: dict[Connection, tuple[asyncio.TimerHandle, str, list[DmEvent]]] = {}
+        self._call_later = loop.call_later
         self._dirty: list[Connection] = []  # outboxes with bytes waiting for the flush
         self.limits = {
             "max_frame": settings.max_frame,
@@ -429,6 +437,12 @@ class Hub:
             and ghost.session
             and secrets.compare_digest(ghost.session.encode(), hello.session.encode())
         ):
+            if ghost in self._away:
+                raise ProtocolError(
+                    ErrorCode.NAME_TAKEN,
+                    f"the name {hello.name} is kept for its owner for a while"
+                    f" ({self._away[ghost][1]})",
+                )
             raise ProtocolError(ErrorCode.NAME_TAKEN, f"the name {hello.name} is taken")
         kept = list(ghost.rooms) if ghost is not None else []
         wanted = [r for r in hello.rooms if r not in kept]
@@ -441,8 +455,9 @@ class Hub:
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
         self.users[key] = conn
+        waiting: list[DmEvent] = []
         if ghost is not None:
-            self._take_over(ghost, conn)
+            waiting = self._take_over(ghost, conn)
         self.send_event(
             conn,
             Welcome(
@@ -456,6 +471,8 @@ class Hub:
                 ref=hello.ref,
             ),
         )
+        for event in waiting:  # sent while it was away, oldest first
+            self.send_event(conn, event)
         for room in kept:
             self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=now_ts()))
             self._replay(conn, room, hello.since.get(room), None)
@@ -463,17 +480,64 @@ class Hub:
             self._add_member(conn, room)
             self._replay(conn, room, hello.since.get(room), None)
 
-    def _take_over(self, ghost: Connection, conn: Connection) -> None:
-        """The same user on a new connection: rooms move over, nobody sees a leave/join."""
+    def _take_over(self, ghost: Connection, conn: Connection) -> list[DmEvent]:
+        """The same user on a new connection: rooms move over, nobody sees a
+        leave/join. Returns the direct messages it was sent while away."""
+        away = self._away.pop(ghost, None)
         for room_name in ghost.rooms:
             room = self.rooms[room_name]
             room.remove(ghost)
             room.add(conn)
             conn.rooms[room_name] = None
+            if away is not None:
+                self._notice(room, AwayEvent(name=conn.name, text="", ts=now_ts()))
         ghost.rooms.clear()
         ghost.key = None  # detach, so its disconnect touches nothing
         log.info("%s: replaced by %s", ghost, conn)
         ghost.close("replaced")
+        if away is None:
+            return []
+        away[0].cancel()
+        return away[2]
+
+    def _notice(self, room: Room, event: Event) -> None:
+        """An event of version 2 to a room: its version-1 JSON members are not sent it."""
+        for kind, members in enumerate(room.by_kind):
+            if members and _KINDS[kind] is not ClientKind.JSON:
+                data = encode_event(event, _KINDS[kind])
+                for conn in members:
+                    self.send(conn, data)
+
+    # ------------------------------------------------------------------
+    # A name kept for a user whose connection dropped
+
+    def connection_lost(self, conn: Connection) -> None:
+        """The connection ended without quit: keep its name and rooms for its
+        session token a while (``--name-grace``), or forget it now."""
+        if conn.key is None or conn in self._away:
+            return
+        if conn.session is None or self.settings.name_grace <= 0:
+            self.disconnect(conn, "disconnected")
+            return
+        self._keep_away(conn, "connection lost")
+
+    def _keep_away(self, conn: Connection, why: str) -> None:
+        """Nobody else may take the name meanwhile (a DM meant for it would go
+        to the impostor); the rooms see it away, and it is sent nothing."""
+        timer = self._call_later(self.settings.name_grace, self._away_expired, conn)
+        self._away[conn] = (timer, why, [])
+        event = AwayEvent(name=conn.name, text=why, ts=now_ts())
+        for room_name in conn.rooms:
+            room = self.rooms[room_name]
+            room.by_kind[conn.kind].pop(conn, None)  # still a member, sent nothing
+            self._notice(room, event)
+        log.info("%s: away, the name is kept for %ss", conn, self.settings.name_grace)
+
+    def _away_expired(self, conn: Connection) -> None:
+        away = self._away.pop(conn, None)
+        if away is not None:
+            log.info("%s: did not come back; the name is free", conn)
+            self.disconnect(conn, away[1])
 
     def _add_member(self, conn: Connection, room_name: str) -> None:
         room = self.rooms.get(room_name)
@@ -507,6 +571,9 @@ class Hub:
         """Forget a connection: leave events to its rooms. Safe to call twice."""
         if conn.key is None:
             return
+        away = self._away.pop(conn, None)
+        if away is not None:
+            away[0].cancel()
         if self.users.get(conn.key) is conn:
             del self.users[conn.key]
         conn.key = None
@@ -514,8 +581,18 @@ class Hub:
             self._remove_member(conn, room_name, reason, tell_leaver=False)
 
     def drop(self, conn: Connection, bye: str, reason: str) -> None:
-        """Close a connection on the server's initiative, telling its rooms why."""
-        self.disconnect(conn, reason)
+        """Close a connection on the server's initiative, telling its rooms why.
+        A client that will be back (slow, idle) keeps its name a while."""
+        if (
+            bye in GRACE_BYES
+            and conn.session is not None
+            and self.settings.name_grace > 0
+            and conn.key is not None
+            and conn not in self._away
+        ):
+            self._keep_away(conn, reason)
+        else:
+            self.disconnect(conn, reason)
         conn.close(bye)
 
     # ------------------------------------------------------------------
@@ -563,6 +640,11 @@ class Hub:
         target = self.users.get(name_key(to))
         if target is None:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"nobody called {to}")
+        away = self._away.get(target)
+        if away is not None and len(away[2]) >= AWAY_DMS:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"{target.name} is away, with {AWAY_DMS} messages waiting"
+            )
         event = DmEvent(
             id=self.store.allocate_id(),
             ts=now_ts(),
@@ -571,7 +653,11 @@ class Hub:
             text=text,
             action=action,
         )
-        if target is not conn:
+        if away is not None:
+            away[2].append(event)  # delivered when it comes back
+            if conn.kind is not ClientKind.JSON:
+                self.send_event(conn, AwayEvent(name=target.name, text=away[1], ts=event.ts))
+        elif target is not conn:
             self.send_event(target, event)
         self.send_event(conn, DmEvent(event.id, event.ts, event.from_, event.to, text, action, ref))
 
@@ -623,7 +709,8 @@ class Hub:
         if room_obj is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room {room}")
         names = sorted((m.name for m in room_obj.members), key=str.casefold)
-        self.send_event(conn, WhoReply(room=room, names=names, ref=ref))
+        away = {m.name: self._away[m][1] for m in room_obj.members if m in self._away}
+        self.send_event(conn, WhoReply(room=room, names=names, ref=ref, away=away or None))
 
     def list_rooms(self, conn: Connection, after: str | None, limit: int, ref: Ref) -> None:
         self.send_pages(conn, self._rooms_pages(conn, after, limit, ref))
@@ -759,6 +846,9 @@ class Hub:
 
     def shutdown(self, connections: Iterable[Connection]) -> None:
         """Tell everyone the server is going away, and close."""
+        for timer, _, _ in self._away.values():
+            timer.cancel()
+        self._away.clear()
         for conn in list(connections):
             conn.key = None  # nobody is told of leaves: everyone is going
             conn.close("shutdown")

@@ -8,6 +8,7 @@ and every bidirectional override is shown escaped.
 from __future__ import annotations
 
 from .protocol import (
+    AwayEvent,
     Bye,
     DmEvent,
     ErrorEvent,
@@ -100,8 +101,13 @@ def render(event: Event, me: str = "") -> list[str]:
         return [f"{now} -- {e(event.old)} is now known as {e(event.new)}"]
     if isinstance(event, HistoryReply):
         return [render_msg(m) for m in event.messages if isinstance(m, MsgEvent)]
+    if isinstance(event, AwayEvent):
+        if event.text:
+            return [f"{now} -- {e(event.name)} is away ({e(event.text)})"]
+        return [f"{now} -- {e(event.name)} is back"]
     if isinstance(event, WhoReply):
-        names = " ".join(e(n) for n in event.names or ())
+        away = event.away or {}
+        names = " ".join(e(n) + (" (away)" if n in away else "") for n in event.names or ())
         return [f"{now} -- {e(event.room)}: {names or '(nobody)'}"]
     if isinstance(event, RoomsReply):
         listing = ", ".join(f"{e(r.name)} ({e(r.members)})" for r in event.rooms) or "none"

@@ -103,7 +103,7 @@ class ChatServer:
             log.exception("%s: internal error", conn)
             reason = "internal error"
         finally:
-            self.hub.disconnect(conn, "disconnected")
+            self.hub.connection_lost(conn)
             conn.close()
             del self.connections[conn]
             self._per_ip[ip] -= 1

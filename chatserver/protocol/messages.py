@@ -207,6 +207,7 @@ class WhoReply:
     room: str
     names: list[str]
     ref: Ref = None
+    away: dict[str, str] | None = None  # name -> why, for members who are away
 
 
 @dataclass(slots=True)
@@ -253,6 +254,17 @@ class Bye:
     reason: str
 
 
+@dataclass(slots=True)
+class AwayEvent:
+    """A member is away (``text`` says why) or back (``text`` empty). A type
+    of version 2 (PROTOCOL.md 9.4): version-1 JSON clients are not sent it."""
+
+    TYPE: ClassVar[str] = "away"
+    name: str
+    text: str
+    ts: str
+
+
 Event = (
     Welcome
     | MsgEvent
@@ -266,6 +278,7 @@ Event = (
     | Pong
     | ErrorEvent
     | Bye
+    | AwayEvent
 )
 
 # --------------------------------------------------------------------------
@@ -526,6 +539,7 @@ _EVENT_TYPES: dict[str, type] = {
         Pong,
         ErrorEvent,
         Bye,
+        AwayEvent,
     )
 }
 

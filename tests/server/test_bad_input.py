@@ -229,7 +229,7 @@ def test_bad_header_control_bytes(connect, witnesses, header):
 
 
 def test_frame_timeout(make_server, open_client):
-    srv = make_server(frame_timeout=0.3, msg_rate=0)
+    srv = make_server(frame_timeout=0.3, msg_rate=0, name_grace=0)
     bob, carol = _bystanders(open_client, srv.port)
     alice = open_client(srv.port, "alice")
     dave = open_client(srv.port, "dave")

@@ -66,7 +66,7 @@ def test_max_clients(make_server, open_client):
     line.close()
     assert b"!! server_full" in data and data.endswith(b"\n")
     # A place frees up when someone leaves.
-    alice.close()
+    alice.send({"type": "quit"})
     bob.expect("leave", name="alice")
     assert open_client(srv.port).hello("dave")["name"] == "dave"
     assert_room_carries_on(bob, carol)
@@ -127,7 +127,8 @@ def _count_msgs(client: Client, want: int, out: dict) -> None:
 
 def test_slow_consumer(make_server, open_client):
     # Room to read the last bytes after the flow (the default linger in tests is 2 s).
-    srv = make_server(msg_rate=0, close_linger=15)
+    # (name_grace 0: the others are told of the leave at once, not after a grace.)
+    srv = make_server(msg_rate=0, close_linger=15, name_grace=0)
     sender = open_client(srv.port, "sender")
     reader = open_client(srv.port, "reader")
     slow = socket.socket()

@@ -6,6 +6,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+from tests.helpers import LineClient
 from tests.server.support import (
     TS_RE,
     assert_alive,
@@ -357,10 +358,15 @@ def test_quit_without_reason(connect):
     assert bob.expect("leave", name="alice")["reason"] == "quit"
 
 
-def test_disconnect_tells_rooms(connect):
+def test_disconnect_tells_rooms(connect, server):
     alice, bob = connect("alice"), connect("bob")
-    alice.close()
-    assert bob.expect("leave", name="alice")["room"] == "lobby"
+    line = LineClient(server.port)
+    line.send("carol\n")
+    line.expect(r"carol joined lobby")
+    line.close()  # no session token: nothing to come back with, gone at once
+    assert bob.expect("leave", name="carol")["room"] == "lobby"
+    alice.send({"type": "quit", "reason": "lunch"})
+    assert bob.expect("leave", name="alice")["reason"] == "lunch"
 
 
 # ---------------------------------------------------------------------------
@@ -369,27 +375,32 @@ def test_disconnect_tells_rooms(connect):
 
 def test_since_resume_gets_exactly_the_missed_messages(connect):
     alice = connect()
-    alice.hello("alice", rooms=["lobby", "dev"])
+    session = alice.hello("alice", rooms=["lobby", "dev"])["session"]
     bob = connect("bob", rooms=["lobby", "dev"])
     bob.send({"type": "say", "text": "seen", "room": "lobby"})
     last_lobby = alice.expect("msg", text="seen")["id"]
     bob.send({"type": "say", "text": "seen dev", "room": "dev"})
     last_dev = alice.expect("msg", text="seen dev")["id"]
-    alice.close()
-    bob.expect("leave", name="alice")
+    alice.close()  # dropped: her name and rooms wait for her session token
     missed = {"lobby": [], "dev": []}
+    seen_by_bob = []
     for i in range(5):
         for room in missed:
             bob.send({"type": "say", "text": f"{room} {i}", "room": room})
             missed[room].append(bob.expect("msg", text=f"{room} {i}")["id"])
+            seen_by_bob += bob.skipped
     again = connect()
-    again.hello("alice", rooms=["lobby", "dev"], since={"lobby": last_lobby, "dev": last_dev})
+    since = {"lobby": last_lobby, "dev": last_dev}
+    again.hello("alice", rooms=["lobby", "dev"], since=since, session=session)
     for room in ("lobby", "dev"):
         history = again.expect("history", room=room)
         assert [m["id"] for m in history["messages"]] == missed[room]
         assert history["more"] is True
     bob.send({"type": "say", "text": "new", "room": "lobby"})
     assert again.expect("msg")["text"] == "new"  # nothing duplicated before the new one
+    assert bob.expect("msg", text="new")
+    seen_by_bob += bob.skipped
+    assert not [e for e in seen_by_bob if e["type"] in ("leave", "join")], seen_by_bob
 
 
 def test_history_replies_fit_in_a_frame(make_server, open_client):
