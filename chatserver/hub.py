@@ -807,15 +807,29 @@ class Hub:
                 msgs, more = store.page(room, bound, self.settings.backlog)
                 batches: Iterator[list[MsgEvent]] = iter((msgs,))
             else:
+                # Count what was missed a slice a turn (b"" ends this turn's
+                # work): a resume of thousands costs no turn more than a slice.
                 cap = self.settings.resume_max
-                first, more = store.after(room, since, cap + 1)
-                if len(first) > cap and first[cap].id < bound:
-                    # Cut: the newest ``cap`` before the bound, paged from the
-                    # oldest; ``more`` says older ones exist, as ever.
-                    newest, _ = store.page(room, bound, cap)
-                    since = newest[0].id - 1 if newest else since
+                count = 0
+                more = False
+                for i, (msgs, older) in enumerate(_after_pages(store, room, since, bound, cap + 1)):
+                    more = more or (i == 0 and older)
+                    count += len(msgs)
+                    yield b""
+                if count > cap:
+                    # Cut: the newest ``cap``, from the oldest of them; ``more``
+                    # says older ones exist, as ever, for the client to page.
                     more = True
-                batches = _after_pages(store, room, since, bound, cap)
+                    before, need = bound, cap
+                    while need > 0:
+                        msgs, _ = store.page(room, before, min(REPLAY_READ, need))
+                        if not msgs:
+                            break
+                        need -= len(msgs)
+                        before = msgs[0].id
+                        yield b""
+                    since = before - 1
+                batches = (msgs for msgs, _ in _after_pages(store, room, since, bound, cap))
             chunk: list[MsgEvent] = []
             size = 0
             for msgs in batches:
@@ -866,13 +880,14 @@ REPLAY_READ = 64  # messages a replay reads from the store at a time
 
 def _after_pages(
     store: HistoryStore, room: str, since: int, bound: int, cap: int
-) -> Iterator[list[MsgEvent]]:
-    """At most ``cap`` messages after ``since`` and below ``bound``, read a few at a time."""
+) -> Iterator[tuple[list[MsgEvent], bool]]:
+    """At most ``cap`` messages after ``since`` and below ``bound``, read a few
+    at a time, each slice with whether older ones exist than its first."""
     while cap > 0:
-        msgs, _ = store.after(room, since, min(REPLAY_READ, cap))
+        msgs, older = store.after(room, since, min(REPLAY_READ, cap))
         msgs = [m for m in msgs if m.id < bound]
         if not msgs:
             return
-        yield msgs
+        yield msgs, older
         cap -= len(msgs)
         since = msgs[-1].id

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 PAGE_BUDGET = 64 * 1024  # bytes of pages one connection is made per loop turn
 
 Pages = Iterator[bytes]
-"""Frames made one at a time, when the connection is ready for them."""
+"""Frames made one at a time, when the connection is ready for them; an
+empty one means "more work, in a later turn" (a long reading cut up)."""
 
 
 def enqueue(conn: Connection, pages: Pages) -> None:
@@ -76,6 +77,8 @@ def drain(conn: Connection, segments: int | None = None, budget: int = PAGE_BUDG
                 page = next(segment, None)  # type: ignore[call-overload]
                 if page is None:
                     break
+                if not page:
+                    return True  # it did a turn's work without a frame yet
                 budget -= len(page)
                 transport.write(page)
         queue.popleft()
