@@ -17,6 +17,11 @@ from typing import Protocol
 from .protocol import MsgEvent
 
 
+class HistoryUnavailable(Exception):
+    """A read of the history failed (a damaged or vanished database file): the
+    request cannot be answered now. The message is one line, fit for a client."""
+
+
 class HistoryStore(Protocol):
     durable: bool  # whether output must wait for commit() (persist, then fan out)
     inline: bool  # whether commit() has called ``done`` by the time it returns

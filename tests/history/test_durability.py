@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TIMEOUT, Client, ProcessServer
+from tests.history.support import one_line_refusal, start
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,38 +151,25 @@ def test_resume_after_a_restart_gets_exactly_the_missed(tmp_path: Path) -> None:
         second.stop()
 
 
-def _start(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "chatserver", "--port", "0", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _one_line_refusal(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    assert result.returncode == 3, result
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert pattern in lines[0], lines[0]
-
-
 def test_start_up_refusals(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    _one_line_refusal(_start("--db", str(blocker / "history.db")), "is not a folder")
+    one_line_refusal(start("--db", str(blocker / "history.db")), "is not a folder")
 
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(8192))
-    _one_line_refusal(_start("--db", str(junk)), "file is not a database")
+    one_line_refusal(start("--db", str(junk)), "file is not a database")
 
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    _one_line_refusal(_start("--db", str(folder)), "cannot use")
+    one_line_refusal(start("--db", str(folder)), "cannot use")
 
 
 def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
     db = str(tmp_path / "history.db")
     running = ProcessServer("--db", db)
     try:
-        _one_line_refusal(_start("--db", db), "in use by another chatserver")
+        one_line_refusal(start("--db", db), "in use by another chatserver")
         assert running.proc.poll() is None
         client = joined(running.port, "still-fine")
         client.close()
