@@ -58,7 +58,7 @@ INDEX_EVERY = 1.0  # seconds a chunk may wait for the room index (its tail keeps
 INDEX_BATCH = 4096  # message ids one commit indexes at most, and how many waiting trigger it
 LOG_EVERY = 60.0  # seconds between two log lines about one ongoing failure
 ID_LIMIT = 2**53  # ids stay below it (PROTOCOL 9.5: exact as a JSON number anywhere)
-ID_RESERVE = 2**40  # ids a start must leave below ID_LIMIT (years at the server's top rate)
+ID_RESERVE = 2**40  # ids a start must leave below ID_LIMIT (most of a year at 38 000 msg/s)
 
 
 class HistoryError(Exception):
@@ -232,10 +232,11 @@ def _check_intact(path: Path) -> None:
     every read of a room whose pages are bad.
 
     ``PRAGMA quick_check`` reads every page of every table and index (not
-    whether each index matches its table, which integrity_check adds). A
-    million messages, 160-200 MB: 0.08 s (chunks of 50) to 0.3 s (a chunk a
-    message) from the page cache, 1.2-1.7 s from a cold one, on the machine
-    of docs/performance.md; it grows with the file.
+    whether each index matches its table, which integrity_check adds); it
+    grows with the file. A million messages (2-core VM, 2026-12-02): in
+    chunks of 50, 164 MB, 0.08-0.18 s from the page cache; a chunk a message
+    (a quiet server), 200 MB, 0.28-0.55 s; from a cold cache, 1.2-3.8 s,
+    the time to read the file. The rest of a start takes 0.27 s and 1.6 s.
     """
     db = sqlite3.connect(path)
     try:
@@ -323,20 +324,10 @@ class SQLiteHistory:
         try:
             _check_writable(self.path)
             _check_intact(self.path)
-        except sqlite3.Error as exc:
-            self._unlock()
-            raise HistoryError(f"cannot use {self.path}: {exc}") from None
-        except HistoryError:
-            self._unlock()
-            raise
-        try:
             self._read = self._open(self.path, fsync)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, HistoryError) as exc:
             self._unlock()
-            raise HistoryError(f"cannot use {self.path}: {exc}") from None
-        except HistoryError:
-            self._unlock()
-            raise
+            raise self._refusal(exc) from None
         try:
             # It writes too (the loop's own commits): checkpoints happen on
             # their thread, never inside a commit.
@@ -354,9 +345,7 @@ class SQLiteHistory:
         except (sqlite3.Error, HistoryError) as exc:
             self._read.close()
             self._unlock()
-            if isinstance(exc, HistoryError):
-                raise
-            raise HistoryError(f"cannot use {self.path}: {exc}") from None
+            raise self._refusal(exc) from None
         self._committed_id = self._last_id  # every id up to this is on disk
         self._next_index = time.monotonic() + INDEX_EVERY
         self._deletes = 0  # retention deletes by the commits so far
@@ -438,6 +427,12 @@ class SQLiteHistory:
                 self._read.execute("UPDATE meta SET value = ? WHERE key = 'last_id'", (start,))
             self._indexed = self._indexing
         return start
+
+    def _refusal(self, exc: Exception) -> HistoryError:
+        """Why the store cannot start, in one line."""
+        if isinstance(exc, HistoryError):
+            return exc
+        return HistoryError(f"cannot use {self.path}: {exc}")
 
     def _unlock(self) -> None:
         """Release the file (after every connection to it is closed: see _lock)."""
