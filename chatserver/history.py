@@ -18,8 +18,8 @@ from .protocol import MsgEvent
 
 
 class HistoryUnavailable(Exception):
-    """A read failed (a damaged file, a disk error): the request is answered
-    ``unavailable``, the connection stays. The message is one line for the user."""
+    """A read of the history failed (a damaged or vanished database file): the
+    request cannot be answered now. The message is one line, fit for a client."""
 
 
 class HistoryStore(Protocol):

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import queue
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -41,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
-from .history import Row, from_row, row_id, to_row
+from .history import HistoryUnavailable, Row, from_row, row_id, to_row
 from .protocol import MsgEvent
 from .protocol.jsoncodec import dumps, loads
 
@@ -54,10 +56,23 @@ PRUNE_STEP = 256  # messages (or whole chunks, by age) a commit deletes at most:
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
 INDEX_EVERY = 1.0  # seconds a chunk may wait for the room index (its tail keeps it meanwhile)
 INDEX_BATCH = 4096  # message ids one commit indexes at most, and how many waiting trigger it
+LOG_EVERY = 60.0  # seconds between two log lines about one ongoing failure
+ID_LIMIT = 2**53  # ids stay below it (PROTOCOL 9.5: exact as a JSON number anywhere)
+ID_RESERVE = 2**40  # ids a start must leave below ID_LIMIT (most of a year at 38 000 msg/s)
 
 
 class HistoryError(Exception):
     """The database cannot be used; the message is one line for the operator."""
+
+
+def id_floor() -> int:
+    """The lowest id a store started now hands out: milliseconds since the
+    epoch x 1 000 (see ``SQLiteHistory._start_ids``).
+
+    Below 2^53 until the year 2255; a clock past 2112 (a wrong one, or a
+    server that old) is held there, which still leaves half the ids.
+    """
+    return min(time.time_ns() // 1_000_000 * 1000, 2**52)
 
 
 def default_db_path() -> Path:
@@ -129,6 +144,153 @@ def migrate(db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;")
 
 
+# The files this process's stores hold, as (st_dev, st_ino): see _lock.
+_HELD: set[tuple[int, int]] = set()
+_HELD_LOCK = threading.Lock()
+
+
+def _lock(path: Path) -> tuple[int, tuple[int, int]]:
+    """Open the database file (made if new) and take an exclusive ``flock`` on
+    it, held for the store's life: a second server on the same file is
+    refused, whether it names it by the same path, another spelling, a
+    symlink or a hard link, since the lock is on the file itself. The kernel
+    releases it when the process dies, even by ``kill -9``. Returns the
+    descriptor and the file's (st_dev, st_ino).
+
+    SQLite locks the same file with POSIX (fcntl) locks, and those belong to
+    the process, not to a descriptor: closing *any* descriptor of the file
+    drops *all* of them (SQLite works around that only for its own
+    descriptors). Without them, another process's connection to the file
+    takes itself for the last one when it closes, and deletes the WAL from
+    under this one. Hence this descriptor is opened before this store's
+    connections and closed after them (``_unlock``), and a second store on a
+    file that a store of this same process holds is refused by ``_HELD``,
+    before it opens the file at all. A store refused by another process's
+    lock closes its descriptor while this process has no SQLite lock on that
+    file. ``flock`` itself is a separate kind of lock on Linux: it neither
+    meets nor merges with fcntl locks (except on NFS, which emulates it with
+    them, and where SQLite's WAL does not work anyway).
+    """
+    if path.parent.exists() and not path.parent.is_dir():
+        raise HistoryError(f"cannot use {path}: {path.parent} is not a folder")
+    with _HELD_LOCK:
+        try:
+            known = os.stat(path)
+        except OSError:
+            known = None
+        if known is not None and (known.st_dev, known.st_ino) in _HELD:
+            raise HistoryError(f"{path} is in use by another chatserver")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Read-write, which also proves the file can be written (not
+            # os.access: it answers for the real uid, and not for every
+            # reason an open may fail), root's file chattr +i included.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            why = exc.strerror
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                why = f"it cannot be written ({why})"
+            raise HistoryError(f"cannot use {path}: {why}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise HistoryError(f"{path} is in use by another chatserver") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a device, say: not for SQLite
+            os.close(fd)
+            raise HistoryError(f"cannot use {path}: not a regular file")
+        file_id = (st.st_dev, st.st_ino)
+        _HELD.add(file_id)
+    return fd, file_id
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to start unless SQLite can write the -wal and -shm files beside
+    the database, when they exist (the database itself: ``_lock``).
+
+    With a read-only -shm the server used to run on and die of SIGBUS at the
+    first write, with nothing logged; with an unwritable WAL every commit
+    failed. Opened read-write and closed at once: no store of this process
+    uses the file yet (``_lock``), so no SQLite lock of ours is on them.
+    """
+    real = os.path.realpath(path)  # SQLite follows a symlink to name them
+    for name in (real + "-wal", real + "-shm"):
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # SQLite makes it
+        except OSError as exc:
+            raise HistoryError(
+                f"cannot use {path}: {name} cannot be written ({exc.strerror})"
+            ) from None
+        os.close(fd)
+
+
+def _check_intact(path: Path) -> None:
+    """Refuse a damaged database at start, with one line, rather than fail
+    every read of a room whose pages are bad.
+
+    ``PRAGMA quick_check`` reads every page of every table and index (not
+    whether each index matches its table, which integrity_check adds); it
+    grows with the file. A million messages (2-core VM, 2026-12-02): in
+    chunks of 50, 164 MB, 0.08-0.18 s from the page cache; a chunk a message
+    (a quiet server), 200 MB, 0.28-0.55 s; from a cold cache, 1.2-3.8 s,
+    the time to read the file. The rest of a start takes 0.27 s and 1.6 s.
+    """
+    db = sqlite3.connect(path)
+    try:
+        try:
+            found = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname != "SQLITE_CORRUPT":
+                raise
+            found = str(exc)
+    finally:
+        db.close()
+    if found != "ok":
+        found = " ".join(found.replace("*** in database main ***", "").split())
+        raise HistoryError(
+            f"cannot use {path}: the database is damaged ({found}); restore it from a"
+            " backup, or move it away to start with an empty history"
+        )
+
+
+class _Throttle:
+    """One kind of failure in the log: the first at once, then at most one
+    line a LOG_EVERY, saying how many were left out (from any thread)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._next = 0.0  # time.monotonic() before which lines are left out
+        self._left_out = 0
+        self._active = False
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._mutex:
+            self._active = True
+            if now < self._next:
+                self._left_out += 1
+                return
+            left_out, self._left_out = self._left_out, 0
+            self._next = now + LOG_EVERY
+        if left_out:
+            msg += f" ({left_out} more since the last such line)"
+        log.log(level, msg, *args)
+
+    def reset(self) -> bool:
+        """The failure is over: the next one is logged at once. Whether it was on."""
+        with self._mutex:
+            active, self._active = self._active, False
+            self._next, self._left_out = 0.0, 0
+        return active
+
+
+# What a read raises when the file fails it: SQLite's errors, and a chunk
+# whose JSON no longer parses (a damaged page SQLite cannot tell from data).
+_UNREADABLE = (sqlite3.Error, ValueError)
+
 _INSERT = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)"
 _INSERT_JSON = (
     "INSERT INTO chunks SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,"
@@ -152,28 +314,39 @@ class SQLiteHistory:
         self.path = Path(path)
         self.per_room = per_room
         self.max_days = max_days
-        self._lock_file = self._lock(self.path)
+        # One kind of failure, one log line a LOG_EVERY (reads may fail at
+        # every join; the file check runs every second).
+        self._read_failures = _Throttle()
+        self._checkpoint_failures = _Throttle()
+        self._file_lost = _Throttle()
+        self._file_state = ""  # how the file was last found lost ("" while it is in place)
+        self._lock_fd, self._file_id = _lock(self.path)
         try:
+            _check_writable(self.path)
+            _check_intact(self.path)
             self._read = self._open(self.path, fsync)
+        except (sqlite3.Error, HistoryError) as exc:
+            self._unlock()
+            raise self._refusal(exc) from None
+        try:
             # It writes too (the loop's own commits): checkpoints happen on
             # their thread, never inside a commit.
             self._read.execute("PRAGMA wal_autocheckpoint=0")
             row = self._read.execute(
                 "SELECT max((SELECT value FROM meta WHERE key = 'last_id'),"
-                " coalesce((SELECT max(id) FROM chunks), 0)),"
+                " coalesce((SELECT max(id) FROM chunks), 0),"
+                " (SELECT value FROM meta WHERE key = 'indexed_id')),"
                 " (SELECT value FROM meta WHERE key = 'indexed_id')"
             ).fetchone()
-        except sqlite3.Error as exc:
-            self._lock_file.close()
-            raise HistoryError(f"cannot use {self.path}: {exc}") from None
-        except HistoryError:
-            self._lock_file.close()
-            raise
-        self._last_id = int(row[0])
+            # The room index: every row up to _indexed is in room_ids, on disk;
+            # _indexing runs ahead of it inside a commit until the commit is done.
+            self._indexed = self._indexing = int(row[1])
+            self._last_id = self._start_ids(int(row[0]))
+        except (sqlite3.Error, HistoryError) as exc:
+            self._read.close()
+            self._unlock()
+            raise self._refusal(exc) from None
         self._committed_id = self._last_id  # every id up to this is on disk
-        # The room index: every row up to _indexed is in room_ids, on disk;
-        # _indexing runs ahead of it inside a commit until the commit is done.
-        self._indexed = self._indexing = int(row[1])
         self._next_index = time.monotonic() + INDEX_EVERY
         self._deletes = 0  # retention deletes by the commits so far
         self._trimmed_at = (0, 0)  # (_indexed, _deletes) when the tails were last trimmed
@@ -188,9 +361,12 @@ class SQLiteHistory:
         try:
             self._prune(self._read)  # indexes what a crash left unindexed, first
             self._counts = _room_counts(self._read)
+            # Opened here, not in its thread: a file deleted meanwhile would
+            # be made again, empty, by a later connect.
+            checkpoint_db = self._open(self.path, fsync)
         except sqlite3.Error as exc:
             self._read.close()
-            self._lock_file.close()
+            self._unlock()
             raise HistoryError(f"cannot use {self.path}: {exc}") from None
         # A room is trimmed once it is this far over (deletes come in runs).
         self._slack = max(1, min(per_room // 20, 500))
@@ -213,29 +389,56 @@ class SQLiteHistory:
             self._writer.start()
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, args=(fsync,), name="history-checkpoint", daemon=True
+            target=self._checkpoint_loop,
+            args=(checkpoint_db,),
+            name="history-checkpoint",
+            daemon=True,
         )
         self._checkpointer.start()
 
     # ------------------------------------------------------------------
     # Opening
 
-    @staticmethod
-    def _lock(path: Path) -> object:
-        """Refuse a second server on the same file (the lock dies with the process)."""
-        if path.parent.exists() and not path.parent.is_dir():
-            raise HistoryError(f"cannot use {path}: {path.parent} is not a folder")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(str(path) + ".lock", "a")  # noqa: SIM115 (held for the store's life)
-        except OSError as exc:
-            raise HistoryError(f"cannot use {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise HistoryError(f"{path} is in use by another chatserver") from None
-        return lock
+    def _start_ids(self, last: int) -> int:
+        """Where this run's ids start: above the last id the file has seen, and
+        above the clock's floor (``id_floor``).
+
+        Ids are never reused, even when the database that gave them out is
+        gone: deleted (the next start makes a new, empty one), or replaced by
+        an older copy (a backup restored). The floor rises 1 000 a
+        millisecond, and a database cannot have handed out an id above it
+        unless it averaged more than 1 000 ids a millisecond since its last
+        start (a million a second; the server tops out at a few tens of
+        thousands): every id of a lost database is below the floor of any
+        later start. Only a clock set back between the two defeats it. The
+        rule holds at every start, not only for a new file: a restored backup
+        looks like any other database. Ids need not be consecutive (PROTOCOL
+        9.5), so the jump at a start costs nothing.
+        """
+        start = max(last, id_floor())
+        if start >= ID_LIMIT - ID_RESERVE:
+            raise HistoryError(f"cannot use {self.path}: its ids have run out (the last is {last})")
+        if start > last:
+            with self._read:
+                # Nothing lies between the last id and the floor: the index
+                # jumps the gap now (its batches would crawl up it otherwise),
+                # and indexes what a crash left unindexed on the way.
+                self._index(self._read, start)
+                self._read.execute("UPDATE meta SET value = ? WHERE key = 'last_id'", (start,))
+            self._indexed = self._indexing
+        return start
+
+    def _refusal(self, exc: Exception) -> HistoryError:
+        """Why the store cannot start, in one line."""
+        if isinstance(exc, HistoryError):
+            return exc
+        return HistoryError(f"cannot use {self.path}: {exc}")
+
+    def _unlock(self) -> None:
+        """Release the file (after every connection to it is closed: see _lock)."""
+        os.close(self._lock_fd)
+        with _HELD_LOCK:
+            _HELD.discard(self._file_id)
 
     @staticmethod
     def _open(path: Path, fsync: bool) -> sqlite3.Connection:
@@ -459,6 +662,28 @@ class SQLiteHistory:
         return len(rows) - len(kept)
 
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
+        try:
+            return self._page(room, before, limit)
+        except _UNREADABLE as exc:
+            raise self._unreadable(room, exc) from None
+
+    def after(
+        self, room: str, after_id: int, limit: int | None = None
+    ) -> tuple[list[MsgEvent], bool]:
+        try:
+            return self._after(room, after_id, limit)
+        except _UNREADABLE as exc:
+            raise self._unreadable(room, exc) from None
+
+    def _unreadable(self, room: str, exc: Exception) -> HistoryUnavailable:
+        """A read failed (a damaged page, a vanished disk): the request gets a
+        clear answer, the log a line a LOG_EVERY, the connection carries on."""
+        self._read_failures.log(
+            logging.ERROR, "history: cannot read room %s from %s: %s", room, self.path, exc
+        )
+        return HistoryUnavailable(f"the history of {room} cannot be read now")
+
+    def _page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
         end = len(tail) if before is None else bisect.bisect_left(tail, before, key=row_id)
         start = max(0, end - limit)
@@ -471,20 +696,24 @@ class SQLiteHistory:
         need = limit - len(newer)
         older: list[list[Row]] = []  # chunks' messages below bound, newest chunk first
         found = 0
-        cursor = self._read.execute(
-            _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC", (room, bound)
-        )
-        for (msgs,) in cursor:
-            rows = [row for row in loads(msgs) if row[0] < bound]
-            older.append(rows)
-            found += len(rows)
-            if found > need:
-                break
-        cursor.close()
+        # Closed even when a read fails: an open statement keeps its read
+        # transaction, and that holds every checkpoint back.
+        with contextlib.closing(
+            self._read.execute(
+                _SELECT_INDEXED + " WHERE r.room = ? AND r.id < ? ORDER BY r.id DESC",
+                (room, bound),
+            )
+        ) as cursor:
+            for (msgs,) in cursor:
+                rows = [row for row in loads(msgs) if row[0] < bound]
+                older.append(rows)
+                found += len(rows)
+                if found > need:
+                    break
         rows = [row for chunk in reversed(older) for row in chunk]
         return [from_row(row) for row in rows[max(0, found - need) :]] + newer, found > need
 
-    def after(
+    def _after(
         self, room: str, after_id: int, limit: int | None = None
     ) -> tuple[list[MsgEvent], bool]:
         tail = self._tails.get(room) or deque()
@@ -525,7 +754,7 @@ class SQLiteHistory:
         self._checkpointer.join(timeout=10)
         with contextlib.suppress(sqlite3.Error):
             self._read.close()
-        self._lock_file.close()  # type: ignore[attr-defined]
+        self._unlock()
 
     # ------------------------------------------------------------------
 
@@ -603,17 +832,64 @@ class SQLiteHistory:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
 
-    def _checkpoint_loop(self, fsync: bool) -> None:
-        """Move the WAL into the database now and then, off the writer's path."""
-        db = self._open(self.path, fsync)
+    def _checkpoint_loop(self, db: sqlite3.Connection) -> None:
+        """Move the WAL into the database now and then, off the writer's path,
+        and check that the file is still where it was."""
         try:
             while not self._stop.wait(CHECKPOINT_EVERY):
-                with contextlib.suppress(sqlite3.Error):  # busy now: next time
+                self._check_file()
+                try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # busy now: next time; else say so
+                    if exc.sqlite_errorname not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                        self._checkpoint_failures.log(
+                            logging.ERROR, "history: cannot checkpoint %s: %s", self.path, exc
+                        )
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             db.close()
+
+    def _check_file(self) -> None:
+        """The database file deleted, moved or replaced while in use: the server
+        goes on writing to it, but the next start will not find it. Say so,
+        and how to keep the history (ids go on above it either way)."""
+        try:
+            deleted = os.fstat(self._lock_fd).st_nlink == 0
+            try:
+                now = os.stat(self.path)
+                here: tuple[int, int] | None = (now.st_dev, now.st_ino)
+            except FileNotFoundError:
+                here = None
+        except OSError:
+            return  # cannot tell now (a folder on the way went unsearchable): next time
+        if here == self._file_id and not deleted:
+            if self._file_state:
+                self._file_state = ""
+                self._file_lost.reset()
+                log.warning("history: %s is the database in use again", self.path)
+            return
+        copy = f"/proc/{os.getpid()}/fd/{self._lock_fd}"
+        if here is None and deleted:
+            what = "was deleted"
+            plan = f"copy {copy} to {self.path} and restart the server"
+        elif here is None:
+            what = "was moved away"
+            plan = f"move it back, or copy {copy} to {self.path} and restart the server"
+        else:
+            what = "was replaced by another file"
+            plan = f"copy {copy} over {self.path} and restart the server"
+        if what != self._file_state:  # news: said at once
+            self._file_state = what
+            self._file_lost.reset()
+        self._file_lost.log(
+            logging.ERROR,
+            "history: %s %s while in use: messages from now on will be lost at the next"
+            " start; to keep the history, %s",
+            self.path,
+            what,
+            plan,
+        )
 
     def _call_loop(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop_call is None:

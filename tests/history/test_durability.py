@@ -13,34 +13,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import TIMEOUT, Client, ProcessServer
+from tests.history.support import full_history, joined, one_line_refusal, start
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def joined(port: int, name: str, room: str = "lobby", **hello: Any) -> Client:
-    client = Client(port)
-    client.hello(name, rooms=[room], **hello)
-    client.expect("history", room=room)
-    return client
-
-
-def full_history(port: int, room: str = "lobby") -> list[dict[str, Any]]:
-    """Every message the server still has for a room, oldest first, by paging."""
-    probe = joined(port, "probe")
-    got: list[dict[str, Any]] = []
-    before = None
-    while True:
-        req: dict[str, Any] = {"type": "history", "room": room, "limit": 100, "ref": len(got)}
-        if before is not None:
-            req["before"] = before
-        probe.send(req)
-        page = probe.expect("history", ref=len(got))
-        got = page["messages"] + got
-        if not page["more"] or not page["messages"]:
-            break
-        before = page["messages"][0]["id"]
-    probe.close()
-    return got
 
 
 def _read_msgs(client: Client, seen: list[dict[str, Any]], stop: threading.Event) -> None:
@@ -150,38 +125,25 @@ def test_resume_after_a_restart_gets_exactly_the_missed(tmp_path: Path) -> None:
         second.stop()
 
 
-def _start(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "chatserver", "--port", "0", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _one_line_refusal(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    assert result.returncode == 3, result
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert pattern in lines[0], lines[0]
-
-
 def test_start_up_refusals(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    _one_line_refusal(_start("--db", str(blocker / "history.db")), "is not a folder")
+    one_line_refusal(start("--db", str(blocker / "history.db")), "is not a folder")
 
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(8192))
-    _one_line_refusal(_start("--db", str(junk)), "file is not a database")
+    one_line_refusal(start("--db", str(junk)), "file is not a database")
 
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    _one_line_refusal(_start("--db", str(folder)), "cannot use")
+    one_line_refusal(start("--db", str(folder)), "cannot use")
 
 
 def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
     db = str(tmp_path / "history.db")
     running = ProcessServer("--db", db)
     try:
-        _one_line_refusal(_start("--db", db), "in use by another chatserver")
+        one_line_refusal(start("--db", db), "in use by another chatserver")
         assert running.proc.poll() is None
         client = joined(running.port, "still-fine")
         client.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TIMEOUT, Client, ProcessServer
-from tests.history.test_durability import full_history, joined
+from tests.history.support import full_history, joined
 
 pytestmark = pytest.mark.timeout(60)
 
