@@ -14,7 +14,9 @@ import pytest
 from chatserver.history import HistoryUnavailable
 from chatserver.protocol import MsgEvent, format_ts
 from chatserver.sqlite_history import HistoryError, SQLiteHistory
+from tests.helpers import Client, ProcessServer
 from tests.history.support import one_line_refusal, start, watching_log
+from tests.server.support import assert_alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,3 +153,29 @@ def test_the_start_up_check_passes_a_healthy_database(healthy: Path, tmp_path: P
         store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+
+
+def test_a_join_to_a_damaged_room_is_answered_not_dropped(healthy: Path, tmp_path: Path) -> None:
+    """The room's backlog cannot be read: the joiner is answered `unavailable`
+    in its place and stays connected; the other rooms carry on."""
+    path = _copy(healthy, tmp_path)
+    # (No retention at start: it would rewrite pages next to the damaged one.)
+    server = ProcessServer("--db", str(path), "--msg-rate", "0", "--history-max", str(PER_ROOM))
+    try:
+        alice = Client(server.port)
+        alice.hello("alice", rooms=["late"])
+        alice.expect("history", room="late")
+        _damage(path, "BAD-000499")  # the newest chunks of bad: its backlog reads them
+        alice.send({"type": "join", "room": "bad", "ref": "j"})
+        alice.expect("join", room="bad")
+        error = alice.expect("error", ref="j")
+        assert error["code"] == "unavailable" and "bad" in error["message"]
+        assert not [e for e in alice.skipped if e["type"] == "history"]
+        alice.send({"type": "history", "room": "bad", "ref": "h"})
+        assert alice.expect("error", ref="h")["code"] == "unavailable"
+        assert_alive(alice)
+        alice.send({"type": "say", "room": "late", "text": "still here", "ref": "s"})
+        assert alice.expect("msg", ref="s")["room"] == "late"
+        server.wait_log(r"ERROR history: cannot read room bad")
+    finally:
+        server.stop()
