@@ -68,8 +68,12 @@ class _Rules:
     checker: icu.SpoofChecker
 
 
-_NAME = _Rules("name", ErrorCode.BAD_NAME, "_-.[]{}^|", _spoof_checker("_-.[]{}^|"))
-_ROOM = _Rules("room name", ErrorCode.BAD_ROOM, "_-", _spoof_checker("_-"))
+def _rules(what: str, code: ErrorCode, punct: str) -> _Rules:
+    return _Rules(what, code, punct, _spoof_checker(punct))
+
+
+_NAME = _rules("name", ErrorCode.BAD_NAME, "_-.[]{}^|")
+_ROOM = _rules("room name", ErrorCode.BAD_ROOM, "_-")
 
 
 def _refuse_invisible(value: str, code: ErrorCode, what: str) -> None:
@@ -83,8 +87,8 @@ def _check_identifier(value: str, rules: _Rules) -> None:
     """The rules names and room names share, on their normalised form."""
     code, what = rules.code, rules.what
     for i, ch in enumerate(value):
-        # A combining mark (Devanagari, Tamil, Thai vowel signs) after a letter,
-        # never first, where it would sit on whatever is printed before the name.
+        # Combining marks (Devanagari or Tamil vowel signs) belong to the letter
+        # before them; never first, where they would sit on what precedes the name.
         if not (
             ch.isalnum() or ch in rules.punct or (i > 0 and unicodedata.category(ch) in _MARKS)
         ):

@@ -65,6 +65,13 @@ def test_digits_that_pass_for_letters_share_the_key() -> None:
     assert name_key("m") == name_key("rn") == name_key("RN")
 
 
+def test_a_whole_script_look_alike_shares_the_key() -> None:
+    # All Cyrillic, so no script mix to refuse: a name of its own, but not beside paypal.
+    cyrillic = "\u0440\u0430\u0443\u0440\u0430\u0456"
+    assert check_name(cyrillic) == cyrillic
+    assert name_key(cyrillic) == name_key("paypal")
+
+
 def test_different_names_keep_different_keys() -> None:
     keys = {name_key(n) for n in ["alice", "alicia", "bob", "Дмитрий", "田中", "Zoë", "Zoe"]}
     assert len(keys) == 7

@@ -115,6 +115,7 @@ def test_invisible_characters_are_refused_from_line_clients_too(connect, server)
         ("alice", "\u1d00lice", "bad_name"),  # small capital A: not a letter for names
         ("bob", "b\u1040b", "bad_name"),  # Myanmar zero: mixes scripts
         ("bob", "B0B", "name_taken"),
+        ("paypal", "\u0440\u0430\u0443\u0440\u0430\u0456", "name_taken"),  # all Cyrillic
     ],
 )
 def test_look_alikes_of_an_online_user_are_refused(connect, server, real, twin, code) -> None:
