@@ -24,6 +24,7 @@ from .protocol import (
     Say,
     Who,
     check_name,
+    check_reason,
     check_room,
     check_text,
 )
@@ -38,7 +39,7 @@ HELP_LINES = (
     "commands:",
     "  TEXT               say TEXT to the current room (//TEXT says /TEXT)",
     "  /join ROOM         join ROOM (created if new) and make it current",
-    "  /leave [ROOM]      leave ROOM, or the current room",
+    "  /leave [ROOM [WHY]] leave ROOM, or the current room, saying WHY",
     "  /msg NAME TEXT     send a direct message",
     "  /me ACTION         say an action: * you ACTION",
     "  /nick NAME         change your name",
@@ -76,7 +77,10 @@ def parse_line(line: str, max_text: int = DEFAULT_MAX_TEXT) -> Request | ShowHel
             raise _usage("/join ROOM")
         return Join(room=check_room(rest.split()[0]))
     if command == "leave":
-        return Leave(room=check_room(rest.split()[0]) if rest else None)
+        room, _, reason = rest.partition(" ")
+        return Leave(
+            room=check_room(room) if room else None, reason=check_reason(reason.strip(), max_text)
+        )
     if command == "msg":
         name, _, text = rest.partition(" ")
         if not name or not text.strip():
@@ -97,13 +101,17 @@ def parse_line(line: str, max_text: int = DEFAULT_MAX_TEXT) -> Request | ShowHel
     if command == "history":
         if not rest:
             return History()
-        if not rest.isdigit() or not 1 <= int(rest) <= HISTORY_MAX_LIMIT:
+        # Few ASCII digits: isdigit() takes "²", which int() refuses, and int()
+        # refuses 4 301 digits.
+        if not (rest.isascii() and rest.isdigit() and len(rest) <= 3) or not (
+            1 <= int(rest) <= HISTORY_MAX_LIMIT
+        ):
             raise _usage(f"/history [N], N from 1 to {HISTORY_MAX_LIMIT}")
         return History(limit=int(rest))
     if command == "help":
         return ShowHelp()
     if command == "quit":
-        return Quit(reason=rest[:200] or None)
+        return Quit(reason=check_reason(rest, max_text))
     raise ProtocolError(
         ErrorCode.UNKNOWN_COMMAND, f"no command /{word[:32]}; /help lists the commands"
     )

@@ -23,10 +23,16 @@ from .framing import encode_frame
 from .validation import (
     DEFAULT_MAX_TEXT,
     DEFAULT_ROOM,
+    ID_MAX,
+    PASSWORD_MAX_BYTES,
+    SESSION_MAX_BYTES,
+    check_int,
     check_name,
+    check_reason,
     check_ref,
     check_room,
     check_text,
+    check_token,
 )
 
 PROTO_VERSION = 1
@@ -374,22 +380,9 @@ def _safe_ref(obj: dict[str, Any]) -> Ref:
         return None
 
 
-def _opt_str(obj: dict[str, Any], key: str) -> str | None:
+def _opt_int(obj: dict[str, Any], key: str, low: int, high: int = ID_MAX) -> int | None:
     value = obj.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"'{key}' must be a string")
-    return value
-
-
-def _opt_int(obj: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"'{key}' must be an integer >= {low}")
-    if high is not None and value > high:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"'{key}' must be at most {high}")
-    return value
+    return None if value is None else check_int(value, key, low, high)
 
 
 def _opt_room(obj: dict[str, Any], key: str = "room") -> str | None:
@@ -411,16 +404,14 @@ def _parse_hello(obj: dict[str, Any], ref: Ref, max_text: int) -> Hello:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "'since' must map room names to ids")
     since: dict[str, int] = {}
     for room, last in since_value.items():
-        if isinstance(last, bool) or not isinstance(last, int) or last < 0:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "'since' values must be message ids")
-        since[check_room(room)] = last
+        since[check_room(room)] = check_int(last, "since", 0)
     return Hello(
         name=check_name(obj.get("name")),
         proto=proto if proto is not None else PROTO_VERSION,
         rooms=rooms,
         since=since,
-        session=_opt_str(obj, "session"),
-        password=_opt_str(obj, "password"),
+        session=check_token(obj.get("session"), "session", SESSION_MAX_BYTES),
+        password=check_token(obj.get("password"), "password", PASSWORD_MAX_BYTES),
         ref=ref,
     )
 
@@ -448,7 +439,7 @@ def _parse_join(obj: dict[str, Any], ref: Ref, max_text: int) -> Join:
 
 
 def _parse_leave(obj: dict[str, Any], ref: Ref, max_text: int) -> Leave:
-    return Leave(room=_opt_room(obj), reason=_opt_str(obj, "reason"), ref=ref)
+    return Leave(room=_opt_room(obj), reason=check_reason(obj.get("reason"), max_text), ref=ref)
 
 
 def _parse_nick(obj: dict[str, Any], ref: Ref, max_text: int) -> Nick:
@@ -483,8 +474,7 @@ def _parse_ping(obj: dict[str, Any], ref: Ref, max_text: int) -> Ping:
 
 
 def _parse_quit(obj: dict[str, Any], ref: Ref, max_text: int) -> Quit:
-    reason = _opt_str(obj, "reason")
-    return Quit(reason=None if reason is None else reason[:200], ref=ref)
+    return Quit(reason=check_reason(obj.get("reason"), max_text), ref=ref)
 
 
 _REQUEST_PARSERS = {

@@ -32,6 +32,7 @@ from chatserver.protocol import (
         ("/JOIN dev extra", Join(room="dev")),
         ("/leave", Leave()),
         ("/leave dev", Leave(room="dev")),
+        ("/leave #Dev gone  fishing ", Leave(room="dev", reason="gone  fishing")),
         ("/msg bob hi there", Dm(to="bob", text="hi there")),
         ("/me waves", Say(text="waves", action=True)),
         ("/nick zed", Nick(name="zed")),
@@ -69,6 +70,12 @@ def test_parse_line(line: str, expected: object) -> None:
         ("/history 501", ErrorCode.BAD_MESSAGE),
         ("/history x", ErrorCode.BAD_MESSAGE),
         ("nul\x00inside", ErrorCode.BAD_TEXT),
+        ("/history \u00b2", ErrorCode.BAD_MESSAGE),  # isdigit(), yet int() refuses it
+        ("/history " + "9" * 5000, ErrorCode.BAD_MESSAGE),  # int() refuses 4 301 digits
+        ("/quit " + "x" * 4097, ErrorCode.TEXT_TOO_LONG),  # was cut to 200 characters
+        ("/quit a\x00b", ErrorCode.BAD_TEXT),
+        ("/leave dev " + "x" * 4097, ErrorCode.TEXT_TOO_LONG),
+        ("/leave dev a\x00b", ErrorCode.BAD_TEXT),
     ],
 )
 def test_parse_line_errors(line: str, code: ErrorCode) -> None:
@@ -79,9 +86,11 @@ def test_parse_line_errors(line: str, code: ErrorCode) -> None:
 
 def test_text_too_long() -> None:
     assert parse_line("abcd", max_text=4) == Say(text="abcd")
-    with pytest.raises(ProtocolError) as info:
-        parse_line("abcde", max_text=4)
-    assert info.value.code is ErrorCode.TEXT_TOO_LONG
+    assert parse_line("/quit abcd", max_text=4) == Quit(reason="abcd")
+    for line in ("abcde", "/quit abcde", "/leave dev abcde"):
+        with pytest.raises(ProtocolError) as info:
+            parse_line(line, max_text=4)
+        assert info.value.code is ErrorCode.TEXT_TOO_LONG
 
 
 def test_help_lists_every_command_of_the_contract() -> None:

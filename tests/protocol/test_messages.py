@@ -42,6 +42,7 @@ from chatserver.protocol import (
     check_ref,
     check_room,
     check_text,
+    check_token,
     encode,
     encode_payload,
     format_ts,
@@ -93,6 +94,14 @@ def refused(obj: dict | bytes, code: ErrorCode) -> ProtocolError:
         ({"type": "history", "room": "d", "limit": 1}, History("d", None, 1)),
         ({"type": "ping", "ref": 7}, Ping(ref=7)),
         ({"type": "quit", "reason": "bye"}, Quit(reason="bye")),
+        ({"type": "quit", "reason": "q" * 4096}, Quit(reason="q" * 4096)),  # whole, not cut
+        ({"type": "quit", "reason": ""}, Quit()),
+        ({"type": "leave", "room": "dev", "reason": "later"}, Leave("dev", "later")),
+        ({"type": "history", "room": "d", "before": 2**53}, History("d", 2**53)),
+        (
+            {"type": "hello", "name": "c", "since": {"lobby": 2**53}, "session": "t" * 256},
+            Hello(name="c", since={"lobby": 2**53}, session="t" * 256),
+        ),
         ({"type": "ping", "extra": [1, 2], "nested": {"x": 1}}, Ping()),  # unknown fields ignored
     ],
 )
@@ -156,6 +165,22 @@ def test_parse_request_payload_errors(payload: bytes, code: ErrorCode) -> None:
         ({"type": "ping", "ref": "x" * 63}, ErrorCode.BAD_MESSAGE),
         ({"type": "ping", "ref": [1]}, ErrorCode.BAD_MESSAGE),
         ({"type": "quit", "reason": 5}, ErrorCode.BAD_MESSAGE),
+        # Issue 12: ids are below 2^53; every free text is bounded like text.
+        ({"type": "history", "room": "d", "before": 2**53 + 1}, ErrorCode.BAD_MESSAGE),
+        ({"type": "history", "room": "d", "before": 2**63}, ErrorCode.BAD_MESSAGE),
+        ({"type": "history", "room": "d", "before": 2**64 - 1}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "since": {"lobby": 2**63}}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "since": {"lobby": -1}}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "proto": 2**63}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "session": "s" * 257}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "password": "p" * 1025}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "name": "a", "password": 5}, ErrorCode.BAD_MESSAGE),
+        ({"type": "leave", "reason": "x" * 65_000 + "\x00"}, ErrorCode.TEXT_TOO_LONG),
+        ({"type": "leave", "reason": "a\x00b"}, ErrorCode.BAD_TEXT),
+        ({"type": "leave", "reason": 5}, ErrorCode.BAD_MESSAGE),
+        ({"type": "quit", "reason": "x" * 4097}, ErrorCode.TEXT_TOO_LONG),
+        ({"type": "quit", "reason": "é" * 2049}, ErrorCode.TEXT_TOO_LONG),
+        ({"type": "quit", "reason": "a\x00b"}, ErrorCode.BAD_TEXT),
     ],
 )
 def test_parse_request_field_errors(obj: dict, code: ErrorCode) -> None:
@@ -180,6 +205,27 @@ def test_max_text_is_a_parameter() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_request(b'{"type":"say","text":"abcde"}', max_text=4)
     assert info.value.code is ErrorCode.TEXT_TOO_LONG
+    # ... and the bound of every other free text.
+    assert parse_request(b'{"type":"quit","reason":"abcd"}', max_text=4) == Quit(reason="abcd")
+    for payload in (b'{"type":"quit","reason":"abcde"}', b'{"type":"leave","reason":"abcde"}'):
+        with pytest.raises(ProtocolError) as info:
+            parse_request(payload, max_text=4)
+        assert info.value.code is ErrorCode.TEXT_TOO_LONG
+
+
+def test_an_out_of_range_id_error_carries_the_ref() -> None:
+    error = refused({"type": "history", "before": 2**63, "ref": "h"}, ErrorCode.BAD_MESSAGE)
+    assert error.ref == "h" and "before" in error.message
+
+
+def test_tokens_must_be_valid_unicode() -> None:
+    # The stdlib JSON codec lets a lone surrogate through; .encode() then raised
+    # in the server's constant-time comparisons.
+    with pytest.raises(ProtocolError) as info:
+        check_token("\ud800", "session", 256)
+    assert info.value.code is ErrorCode.BAD_MESSAGE
+    assert check_token(None, "session", 256) is None
+    assert check_token("t" * 256, "session", 256) == "t" * 256
 
 
 # ---------------------------------------------------------------------------
