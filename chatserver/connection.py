@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .commands import HELP_LINES, ShowHelp, parse_line
 from .encoding import encode_event, encode_lines
-from .outbox import last_bytes
+from .outbox import discard, last_bytes
 from .protocol import (
     Bye,
     ClientKind,
@@ -109,6 +109,10 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        if bye not in (None, "quit"):
+            # Replies still to be made go to nobody who would read them: a
+            # slow consumer, a connection replaced, the server shutting down.
+            discard(self)
         last = b""
         if self.kind is not None:
             if error is not None:
