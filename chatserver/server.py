@@ -370,6 +370,16 @@ def open_store(settings: Settings) -> HistoryStore:
     return SQLiteHistory(settings.db, settings.history_max, settings.history_days, settings.fsync)
 
 
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM, and SIGHUP (a closed terminal or session) unless the
+    server was started to ignore it (``nohup``)."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+        signals.append(hup)
+    return signals
+
+
 @functools.lru_cache(maxsize=4096)  # asked at every accept; a flood comes from few addresses
 def _is_loopback(ip: str) -> bool:
     try:
@@ -384,12 +394,18 @@ async def serve(
     store: HistoryStore | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Run a server until SIGINT/SIGTERM (or ``stop`` is set), then shut down."""
+    """Run a server until SIGINT, SIGTERM or SIGHUP (or ``stop`` is set), then shut down."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    caught: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        caught.append(sig.name)
+        stop.set()
+
+    for sig in _stop_signals():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     server = ChatServer(settings, store, tls)
     try:
         await server.start()
@@ -414,7 +430,8 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: %d connections", server.admitted)
+        on = f" on {caught[0]}" if caught else ""
+        log.info("shutting down%s: %d connections", on, server.admitted)
         await server.shutdown()
         log.info("stopped")
 
