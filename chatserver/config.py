@@ -25,6 +25,7 @@ class Settings:
     sendq: int = 1 << 20  # unsent bytes for one client before `bye slow_consumer`
     max_clients: int = 10_000
     max_per_ip: int = 64  # loopback is exempt
+    max_handshakes: int = 64  # TLS handshakes in progress at once; later ones wait their turn
     hello_timeout: float = 10.0
     frame_timeout: float = 30.0
     max_rooms: int = 50  # rooms per connection
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sendq", type=_positive_int, default=d.sendq, help="unsent bytes before a client is cut")
     add("--max-clients", type=_positive_int, default=d.max_clients, help="connections in all")
     add("--max-per-ip", type=_positive_int, default=d.max_per_ip, help="connections per address")
+    add(
+        "--max-handshakes",
+        type=_positive_int,
+        default=d.max_handshakes,
+        help="TLS handshakes in progress at once (later ones wait, within --hello-timeout)",
+    )
     add("--hello-timeout", type=_non_negative, default=d.hello_timeout, help="seconds to say hello")
     add("--frame-timeout", type=_non_negative, default=d.frame_timeout, help="seconds per frame")
     add(

@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import ipaddress
 import logging
 import signal
+import socket
 import ssl
 import sys
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
 
 from . import __version__
 from .config import Settings
 from .connection import Connection, ConnectionHandler, set_linger
 from .history import HistoryStore, MemoryHistory
 from .hub import Hub
+from .listener import (
+    Listener,
+    RateLimitedLog,
+    SpareDescriptor,
+    fit_warning,
+    open_file_limits,
+    open_sockets,
+    raise_open_file_limit,
+)
 from .sqlite_history import HistoryError, SQLiteHistory
 from .tls import TLSError, server_context
 
 log = logging.getLogger("chatserver")
 
 
+MAX_REFUSING = 64  # clients over a limit being told server_full at once; past that, closed at once
+SPARE_HOLD = 2.0  # seconds a client taken with the spare descriptor has to say what it speaks
+
+
 class ChatServer:
-    """The listening socket and every connection task, around one hub."""
+    """The listening sockets and every connection task, around one hub.
+
+    A connection counts against ``--max-clients`` and ``--max-per-ip`` from
+    the moment it is accepted, TLS handshake included, until its socket is
+    closed. One over a limit is told ``server_full`` (in its own framing, so
+    after its first bytes) while few are; a TLS one, or one past that, is
+    closed at once, before any work is spent on it.
+    """
 
     def __init__(
         self,
@@ -36,97 +60,252 @@ class ChatServer:
         if tls is None and settings.tls_cert and settings.tls_key:
             tls = server_context(settings.tls_cert, settings.tls_key)
         self.tls = tls
-        self._tls_server: asyncio.Server | None = None
         self.tls_address: tuple[str, int] | None = None
         self.store = store if store is not None else open_store(settings)
         self.hub: Hub | None = None
-        self.connections: dict[Connection, asyncio.Task[None]] = {}
+        self.connections: dict[Connection, asyncio.Task[None]] = {}  # past the handshake
+        self._tasks: set[asyncio.Task[None]] = set()  # one per accepted socket, until it closes
+        self.admitted = 0  # connections counted against the limits
         self._per_ip: Counter[str] = Counter()
-        self._server: asyncio.Server | None = None
+        self._refusing = 0
+        self._listeners: list[Listener] = []
+        self._spare: SpareDescriptor | None = None
+        self._handshakes: asyncio.Semaphore | None = None
+        self._refusals = RateLimitedLog(logging.INFO, "connections refused")
+        self._no_descriptors = RateLimitedLog(logging.WARNING, "accepts out of descriptors")
         self._stopping = False
         self.address: tuple[str, int] = (settings.host, settings.port)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         set_linger(self.settings.close_linger, self.settings.sendq)
-        self.hub = Hub(self.settings, self.store, loop)
-        self._server = await asyncio.start_server(
-            self._on_connect, self.settings.host, self.settings.port, reuse_address=True
-        )
-        sockname = self._server.sockets[0].getsockname()
-        self.address = (sockname[0], sockname[1])
-        if self.tls is not None:
-            # The same hub, limits and handlers; TLS underneath. A handshake
-            # must finish within the hello timeout.
-            port = self.settings.tls_port if self.settings.tls_port is not None else 5501
-            self._tls_server = await asyncio.start_server(
-                self._on_connect,
-                self.settings.host,
-                port,
-                ssl=self.tls,
-                ssl_handshake_timeout=self.settings.hello_timeout or None,
-                reuse_address=True,
-            )
-            sockname = self._tls_server.sockets[0].getsockname()
-            self.tls_address = (sockname[0], sockname[1])
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One task per connection (asyncio.start_server makes it)."""
-        if self._stopping:  # accepted from the backlog after shutdown began
-            writer.close()
-            return
-        peer_info = writer.get_extra_info("peername") or ("?", 0)
-        ip = str(peer_info[0])
-        peer = f"{ip}:{peer_info[1]}"
-        transport = writer.transport
-        assert self.hub is not None
-        conn = Connection(transport, peer, self.hub.closer)  # type: ignore[arg-type]
-        task = asyncio.current_task()
-        assert task is not None
-        self.connections[conn] = task
-        self._per_ip[ip] += 1
-        refuse = self._over_limit(ip)
-        log.info("%s: connect%s", peer, f" (refused: {refuse})" if refuse else "")
-        reason = "?"
-        handler = ConnectionHandler(self.hub, self.settings, conn, refuse)
+        self.hub = Hub(self.settings, self.store, asyncio.get_running_loop())
+        self._spare = SpareDescriptor()
+        self._handshakes = asyncio.Semaphore(self.settings.max_handshakes)
         try:
-            handler.start(reader)
-            # The stream objects are not needed past the take-over; an idle
-            # connection should not keep them alive.
-            del reader, writer
-            reason = await handler.run()
+            for sock in await open_sockets(self.settings.host, self.settings.port):
+                self._listen(sock, tls=False)
+            self.address = self._listeners[0].address
+            if self.tls is not None:
+                # The same hub, limits and handlers; TLS underneath.
+                port = self.settings.tls_port if self.settings.tls_port is not None else 5501
+                first = len(self._listeners)
+                for sock in await open_sockets(self.settings.host, port):
+                    self._listen(sock, tls=True)
+                self.tls_address = self._listeners[first].address
+        except BaseException:
+            self._close_listeners()
+            raise
+        for listener in self._listeners:
+            listener.resume()
+
+    def _listen(self, sock: socket.socket, tls: bool) -> None:
+        assert self._spare is not None
+        self._listeners.append(
+            Listener(sock, tls, self._spare, self._accepted, self._out_of_descriptors)
+        )
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        if self._spare is not None:
+            self._spare.close()
+
+    # ------------------------------------------------------------------
+    # Accepting
+
+    def _accepted(self, sock: socket.socket, addr: Any, listener: Listener) -> None:
+        """A socket fresh from accept: count it, refuse it, or close it at once."""
+        ip = str(addr[0])
+        peer = f"{ip}:{addr[1]}"
+        if self._stopping:  # accepted in the turn shutdown began
+            sock.close()
+            return
+        why = self._over_limit(ip)
+        if why is None:
+            self.admitted += 1
+            self._per_ip[ip] += 1
+            self._spawn(self._serve(sock, ip, peer, listener.tls))
+        elif not listener.tls and self._refusing < MAX_REFUSING:
+            self._refusals.note(f"{peer}: refused with server_full: {why}")
+            self._refusing += 1
+            self._spawn(self._refuse(sock, peer, why))
+        else:
+            # A TLS client cannot be told anything before a handshake, and a
+            # handshake is the very work a flood wants us to do.
+            sock.close()
+            self._refusals.note(f"{peer}: closed at once: {why}")
+
+    def _over_limit(self, ip: str) -> str | None:
+        if self.admitted >= self.settings.max_clients:
+            return f"the server is full ({self.settings.max_clients} connections)"
+        if self._per_ip[ip] >= self.settings.max_per_ip and not _is_loopback(ip):
+            return f"too many connections from {ip} (at most {self.settings.max_per_ip})"
+        return None
+
+    def _out_of_descriptors(
+        self, listener: Listener, exc: OSError, taken: tuple[socket.socket, Any] | None
+    ) -> None:
+        """Accept failed for want of a descriptor; ``taken`` is a client accepted
+        with the spare one, to be told ``server_full``."""
+        limit = _open_file_limit()
+        self._no_descriptors.note(
+            f"out of file descriptors ({exc.strerror}"
+            + (f"; the limit is {limit} open files" if limit else "")
+            + "): new clients get server_full until some leave"
+        )
+        if taken is None:
+            return  # it waits in the listen queue; accepting resumes when a descriptor frees
+        sock, addr = taken
+        if listener.tls or self._stopping:
+            sock.close()
+            self._spare_back()
+            return
+        self._refusing += 1
+        why = "the server is out of file descriptors"
+        self._spawn(self._refuse(sock, f"{addr[0]}:{addr[1]}", why, hold=SPARE_HOLD, spare=True))
+
+    def _spare_back(self) -> None:
+        assert self._spare is not None
+        self._spare.returned()
+        self._resume_listeners()
+
+    def _resume_listeners(self) -> None:
+        """A descriptor was freed: a listener paused for want of one may go on."""
+        for listener in self._listeners:
+            if listener.paused:
+                listener.resume()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------
+    # One connection, from accept to close
+
+    async def _serve(self, sock: socket.socket, ip: str, peer: str, tls: bool) -> None:
+        try:
+            opened = await (self._handshake(sock, peer) if tls else _open(sock))
+            if opened is not None:
+                conn, handler = self._take_over(*opened, peer, None)
+                del opened  # the stream objects: an idle connection should not keep them
+                await self._until_closed(conn, handler, None)
         except asyncio.CancelledError:
-            # Not re-raised: on Python 3.11 start_server's done-callback calls
-            # task.exception() on a cancelled task and logs a bogus traceback.
-            reason = "server shutdown"
+            pass  # shutdown, before the handshake was done; nobody awaits this task
         except Exception:  # a bug of ours must cost one connection, never the server
-            log.exception("%s: internal error", conn)
-            reason = "internal error"
+            log.exception("%s: internal error", peer)
         finally:
-            self.hub.connection_lost(conn)
-            conn.close()
-            del self.connections[conn]
+            self.admitted -= 1
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
-            log.info("%s: disconnect (%s)", conn, reason)
+            self._resume_listeners()
 
-    def _over_limit(self, ip: str) -> str | None:
-        if len(self.connections) > self.settings.max_clients:
-            return f"the server is full ({self.settings.max_clients} connections)"
-        if self._per_ip[ip] > self.settings.max_per_ip and not _is_loopback(ip):
-            return f"too many connections from {ip} (at most {self.settings.max_per_ip})"
+    async def _refuse(
+        self, sock: socket.socket, peer: str, why: str, hold: float = 0, spare: bool = False
+    ) -> None:
+        """Tell a client over a limit ``server_full`` once its first bytes say how."""
+        try:
+            opened = await _open(sock)
+            conn, handler = self._take_over(*opened, peer, why)
+            del opened
+            timer = asyncio.get_running_loop().call_later(hold, conn.close) if hold else None
+            await self._until_closed(conn, handler, why)
+            if timer is not None:
+                timer.cancel()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%s: internal error", peer)
+        finally:
+            self._refusing -= 1
+            if spare:
+                self._spare_back()
+
+    async def _handshake(
+        self, sock: socket.socket, peer: str
+    ) -> tuple[asyncio.Transport, asyncio.StreamReader] | None:
+        """TLS within the hello deadline: no work until the client speaks, then a
+        slot among ``--max-handshakes``."""
+        assert self._handshakes is not None and self.tls is not None
+        timeout = self.settings.hello_timeout or None
+        handed = False
+        try:
+            async with asyncio.timeout(timeout):
+                # Waiting costs a socket and this task; a handshake, a few
+                # hundred KiB (asyncio's and uvloop's TLS layers read into 256 KiB).
+                await _readable(sock)
+                if not _has_bytes(sock):
+                    log.info("%s: closed before a TLS handshake", peer)
+                    return None
+                async with self._handshakes:
+                    handed = True  # from here on the transport owns the socket
+                    return await _open(sock, self.tls)
+        except TimeoutError:
+            log.info("%s: no TLS handshake within %ss", peer, timeout)
+        except OSError as exc:  # ssl.SSLError, a reset, EOF
+            log.info("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", None) or exc)
+        finally:
+            if not handed:
+                sock.close()
         return None
+
+    def _take_over(
+        self,
+        transport: asyncio.Transport,
+        reader: asyncio.StreamReader,
+        peer: str,
+        refuse: str | None,
+    ) -> tuple[Connection, ConnectionHandler]:
+        assert self.hub is not None
+        conn = Connection(transport, peer, self.hub.closer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections[conn] = task
+        if refuse is None:
+            log.info("%s: connect", peer)
+        handler = ConnectionHandler(self.hub, self.settings, conn, refuse)
+        try:
+            handler.start(reader)
+        except BaseException:
+            self._forget(conn)
+            raise
+        return conn, handler
+
+    async def _until_closed(
+        self, conn: Connection, handler: ConnectionHandler, refuse: str | None
+    ) -> None:
+        reason = "?"
+        try:
+            reason = await handler.run()
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+        except Exception:
+            log.exception("%s: internal error", conn)
+            reason = "internal error"
+        finally:
+            self._forget(conn)
+            if refuse is None:
+                log.info("%s: disconnect (%s)", conn, reason)
+
+    def _forget(self, conn: Connection) -> None:
+        assert self.hub is not None
+        self.hub.connection_lost(conn)  # no quit: its name may wait for it (--name-grace)
+        conn.close()
+        del self.connections[conn]
+
+    # ------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Stop accepting, send `bye shutdown` to everyone, wait for them, close."""
         self._stopping = True
-        for listener in (self._server, self._tls_server):
-            if listener is not None:
-                listener.close()
+        self._close_listeners()
         if self.hub is not None:
             self.hub.shutdown(self.connections)
-        tasks = list(self.connections.values())
+        talking = set(self.connections.values())
+        for task in self._tasks - talking:
+            task.cancel()  # in a handshake, or waiting for one: nothing to tell them
+        tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
             for conn in list(self.connections):
@@ -135,7 +314,53 @@ class ChatServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1)
+        self._refusals.close()
+        self._no_descriptors.close()
         self.store.close()
+
+
+async def _open(
+    sock: socket.socket, tls: ssl.SSLContext | None = None
+) -> tuple[asyncio.Transport, asyncio.StreamReader]:
+    """A transport for an accepted socket; its first bytes wait in the reader
+    until the connection's handler takes over (as with ``start_server``)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, ssl=tls)
+    return transport, reader  # type: ignore[return-value]
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Until the client has sent something (or closed)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _set_ready, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Whether a readable socket holds data (not only an EOF or an error)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except (BlockingIOError, InterruptedError):
+        return True  # nothing after all: the handshake will wait for it
+    except OSError:
+        return False
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def _open_file_limit() -> int | None:
+    limits = open_file_limits()
+    return limits[0] if limits else None
 
 
 def open_store(settings: Settings) -> HistoryStore:
@@ -145,6 +370,17 @@ def open_store(settings: Settings) -> HistoryStore:
     return SQLiteHistory(settings.db, settings.history_max, settings.history_days, settings.fsync)
 
 
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM, and SIGHUP (a closed terminal or session) unless the
+    server was started to ignore it (``nohup``)."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+        signals.append(hup)
+    return signals
+
+
+@functools.lru_cache(maxsize=4096)  # asked at every accept; a flood comes from few addresses
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip.split("%")[0]).is_loopback
@@ -158,12 +394,18 @@ async def serve(
     store: HistoryStore | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Run a server until SIGINT/SIGTERM (or ``stop`` is set), then shut down."""
+    """Run a server until SIGINT, SIGTERM or SIGHUP (or ``stop`` is set), then shut down."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    caught: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        caught.append(sig.name)
+        stop.set()
+
+    for sig in _stop_signals():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     server = ChatServer(settings, store, tls)
     try:
         await server.start()
@@ -182,10 +424,14 @@ async def serve(
         loop_name,
         settings.db,
     )
+    warning = fit_warning(settings.max_clients, MAX_REFUSING)
+    if warning:
+        log.warning("%s", warning)
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: %d connections", len(server.connections))
+        on = f" on {caught[0]}" if caught else ""
+        log.info("shutting down%s: %d connections", on, server.admitted)
         await server.shutdown()
         log.info("stopped")
 
@@ -197,6 +443,7 @@ def run(settings: Settings) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    raise_open_file_limit()
     loop_factory = None
     if settings.loop != "asyncio":
         try:
@@ -228,6 +475,6 @@ def run(settings: Settings) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(settings, store=store, tls=tls))
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        log.error("cannot listen on %s", exc.strerror or exc)
         return 1
     return 0

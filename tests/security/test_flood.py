@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import TIMEOUT, Client, ProcessServer
+from chatserver.protocol import FrameDecoder, encode_frame
+from chatserver.server import MAX_REFUSING
+from tests.helpers import TIMEOUT, Client, ProcessServer, read_to_eof
 from tests.security.conftest import Bystanders
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,4 +116,44 @@ def test_flood_past_max_per_ip(
     _refused(one_more)
     users.assert_unhurt(baseline)
     for c in (*mine[1:], again, local):
+        c.close()
+
+
+def test_silent_flood_past_max_clients(
+    start_server: Callable[..., ProcessServer], bystanders: Callable[[int], Bystanders]
+) -> None:
+    """Connections that never speak, fifty times --max-clients: each used to get
+    a handler (and two log lines) until its hello deadline. Now a few are kept
+    to be told server_full once they speak; the rest are closed at once."""
+    limit = 20
+    server = start_server("--max-clients", str(limit), "--hello-timeout", "30")
+    users = bystanders(server.port)
+    baseline = users.baseline()
+    rss0 = server.rss_kib()
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            flood.append(socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT))
+        free = limit - 2
+        for sock in flood[free + MAX_REFUSING : free + MAX_REFUSING + 20] + flood[-20:]:
+            assert read_to_eof(sock) == b""
+        # One waiting to be refused speaks: it is told why, in its own framing.
+        waiting = flood[free + 3]
+        waiting.sendall(encode_frame(b'{"type": "hello", "name": "late"}'))
+        decoder = FrameDecoder(1 << 16)
+        events = [json.loads(p) for p in decoder.feed(read_to_eof(waiting))]
+        assert [(e["type"], e["code"]) for e in events] == [("error", "server_full")], events
+        assert server.rss_kib() - rss0 < 16 * 1024, (server.rss_kib(), rss0)
+        users.assert_unhurt(baseline)
+        refusals = [line for line in list(server.log) if "refused" in line or "at once" in line]
+        assert len(refusals) <= 4, refusals
+    finally:
+        for sock in flood:
+            sock.close()
+    newcomers = [_admitted_again(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
+    extra = Client(server.port)
+    extra.send({"type": "hello", "name": "onetoomany"})
+    _refused(extra)
+    users.assert_unhurt(baseline)
+    for c in (*newcomers, extra):
         c.close()

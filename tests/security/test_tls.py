@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import re
+import resource
+import selectors
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +21,9 @@ import trustme
 
 from chatserver.protocol import encode_frame
 from tests.client.conftest import run_client
-from tests.helpers import TIMEOUT, Client, ThreadServer, read_to_eof
-from tests.server.support import assert_alive
+from tests.helpers import TIMEOUT, Client, ProcessServer, ThreadServer, read_to_eof
+from tests.security.test_flood import _outside_address
+from tests.server.support import assert_alive, assert_room_carries_on
 
 
 class TLSClient(Client):
@@ -158,3 +165,223 @@ def test_unusable_certificate_stops_start_up(tmp_path: Path, certs: dict[str, Pa
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in result.stderr, lines
         assert str(cert) in lines[0] or cert.name in lines[0], lines[0]
+
+
+# -- Handshakes against the limits (issue 12): a real server process each.
+
+LOOPS = [
+    "asyncio",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+        ),
+    ),
+]
+RSS_BOUND_KIB = 24 * 1024  # before: +50 KiB per unfinished handshake, +100 MiB for 2 000
+
+
+def _tls_args(certs: dict[str, Path]) -> tuple[str, ...]:
+    return ("--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"]), "--tls-port", "0")
+
+
+def _tls_port_of(server: ProcessServer) -> int:
+    for line in server.log:
+        if match := re.search(r"TLS on \S+:(\d+)", line):
+            return int(match.group(1))
+    raise AssertionError(f"no TLS port in the log: {server.log}")
+
+
+def _flood_size() -> int:
+    """Far more connections than --max-clients, as many as this process may open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(500, min(2000, soft - 300))
+
+
+def _raw(host: str, port: int, n: int) -> list[socket.socket]:
+    """TCP connections that never start a handshake."""
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection((host, port), timeout=TIMEOUT))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(TIMEOUT)
+
+
+def _log_lines(server: ProcessServer, pattern: str) -> list[str]:
+    return [line for line in list(server.log) if re.search(pattern, line)]
+
+
+def _welcomed(port: int, host: str, name: str, ctx: ssl.SSLContext | None = None) -> Client:
+    """Connect until a hello is welcomed: the server sees the flood's closes a moment later."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            c = TLSClient(port, ctx, host) if ctx is not None else Client(port, host)
+        except OSError:  # a TLS connection over the limit is closed before its handshake
+            assert time.monotonic() < deadline, "never admitted again"
+            continue
+        c.send({"type": "hello", "name": name})
+        try:
+            if c.recv()["type"] == "welcome":
+                return c
+        except (AssertionError, OSError):
+            pass
+        c.close()
+        assert time.monotonic() < deadline, "never admitted again"
+
+
+def test_unfinished_handshakes_count_per_address_from_accept(
+    start_server, bystanders, certs: dict[str, Path], client_ctx
+) -> None:
+    """Issue 12: one client held 9 906 unfinished TCP connections to the TLS
+    port past --max-per-ip 5; now the sixth is closed at once, before any TLS."""
+    addr = _outside_address()
+    if addr is None:
+        pytest.skip("no non-loopback address to connect from")
+    args = ("--host", "0.0.0.0", "--max-clients", "100", "--max-per-ip", "5")
+    server = start_server(*args, "--hello-timeout", "30", *_tls_args(certs))
+    port = _tls_port_of(server)
+    users = bystanders(server.port)  # over loopback: exempt from the per-address limit
+    baseline = users.baseline()
+    rss0 = server.rss_kib()
+
+    flood = _raw(addr, port, _flood_size())
+    try:
+        # Accepted in order: five are counted and wait; the rest get an EOF.
+        for sock in flood[5:25] + flood[-20:]:
+            assert read_to_eof(sock) == b""
+        assert all(_still_open(sock) for sock in flood[:5])
+        assert server.rss_kib() - rss0 < RSS_BOUND_KIB, (server.rss_kib(), rss0)
+        users.assert_unhurt(baseline)
+        # Newcomers, TLS and plain, get in and chat meanwhile.
+        secure = TLSClient(port, client_ctx)
+        secure.hello("secure")
+        plain = Client(server.port)
+        plain.hello("plain")
+        assert_room_carries_on(secure, plain)
+        secure.close()
+        plain.close()
+        # One line for the flood, not one a connection (and no traceback).
+        assert len(_log_lines(server, "closed at once")) <= 2, server.log
+        assert not _log_lines(server, "Traceback|ERROR")
+    finally:
+        for sock in flood:
+            sock.close()
+    # Its count goes back to zero: five again from that address, not a sixth.
+    again = [_welcomed(port, addr, f"again{i}", client_ctx) for i in range(5)]
+    with pytest.raises(OSError):
+        TLSClient(port, client_ctx, addr).hello("sixth")
+    users.assert_unhurt(baseline)
+    for c in again:
+        c.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_unfinished_handshakes_past_max_clients(
+    start_server, bystanders, certs: dict[str, Path], client_ctx, loop: str
+) -> None:
+    """From loopback (no per-address limit) the total holds: past --max-clients
+    a connection to the TLS port is closed at once; memory stays flat."""
+    limit = 50
+    server = start_server(
+        "--loop", loop, "--max-clients", str(limit), "--hello-timeout", "30", *_tls_args(certs)
+    )
+    port = _tls_port_of(server)
+    users = bystanders(server.port)
+    secure = TLSClient(port, client_ctx)
+    secure.hello("secure")
+    users.alice.expect("join", name="secure")
+    baseline = users.baseline()
+    rss0 = server.rss_kib()
+
+    flood = _raw("127.0.0.1", port, _flood_size())
+    try:
+        free = limit - 3
+        for sock in flood[free : free + 20] + flood[-20:]:
+            assert read_to_eof(sock) == b""
+        assert all(_still_open(sock) for sock in flood[:free])
+        assert server.rss_kib() - rss0 < RSS_BOUND_KIB, (server.rss_kib(), rss0)
+        users.assert_unhurt(baseline)
+        secure.send({"type": "say", "text": "over tls"})
+        assert users.bob.expect("msg", text="over tls")["from"] == "secure"
+        assert len(_log_lines(server, "closed at once")) <= 2, server.log
+        assert not _log_lines(server, "Traceback|ERROR")
+    finally:
+        for sock in flood:
+            sock.close()
+    # The count is back to the three users: exactly limit - 3 more fit.
+    newcomers = [_welcomed(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 3)]
+    extra = Client(server.port)
+    extra.send({"type": "hello", "name": "onetoomany"})
+    events = extra.wait_closed()
+    assert [(e["type"], e.get("code")) for e in events] == [("error", "server_full")], events
+    users.assert_unhurt(baseline)
+    for c in (*newcomers, extra, secure):
+        c.close()
+
+
+def _client_hello(ctx: ssl.SSLContext) -> bytes:
+    """A client's first handshake flight, made without a socket."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_handshakes_in_progress_are_capped(
+    start_server, bystanders, certs: dict[str, Path], client_ctx, loop: str
+) -> None:
+    """--max-handshakes 2: of 16 clients that send a ClientHello and never
+    finish, at most two are answered at a time; the others wait their turn."""
+    cap = 2
+    server = start_server(
+        "--loop", loop, "--max-handshakes", str(cap), "--hello-timeout", "30", *_tls_args(certs)
+    )
+    port = _tls_port_of(server)
+    users = bystanders(server.port)
+    baseline = users.baseline()
+    socks = _raw("127.0.0.1", port, 16)
+    selector = selectors.DefaultSelector()
+    try:
+        for sock in socks:
+            sock.sendall(_client_hello(client_ctx))
+            selector.register(sock, selectors.EVENT_READ)
+        # A socket the server answered holds a handshake slot until we close it;
+        # close them one at a time and the next in line is answered.
+        answered: set[socket.socket] = set()
+        while len(answered) < len(socks):
+            ready = selector.select(TIMEOUT)
+            assert ready, f"stuck with {len(answered)} of {len(socks)} answered"
+            for key, _ in ready:
+                selector.unregister(key.fileobj)
+                answered.add(key.fileobj)  # type: ignore[arg-type]
+            holding = [s for s in answered if s.fileno() != -1]
+            assert len(holding) <= cap, len(holding)
+            users.assert_unhurt(baseline, n=1)
+            holding[0].close()
+        # A full handshake still goes through afterwards.
+        secure = TLSClient(port, client_ctx)
+        secure.hello("secure")
+        secure.close()
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()

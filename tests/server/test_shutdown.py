@@ -1,4 +1,4 @@
-"""A real server process: SIGTERM/SIGINT shut it down in order."""
+"""A real server process: SIGTERM, SIGINT and SIGHUP shut it down in order."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from tests.helpers import Client, LineClient, ProcessServer
 from tests.server.support import assert_closed
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGHUP too (issue 12): a closed terminal or ssh session used to kill the
+# server without a word to its clients.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_graceful_shutdown(sig):
     proc = ProcessServer()
     clients = []
@@ -44,7 +46,7 @@ def test_graceful_shutdown(sig):
         assert time.monotonic() - started < 5
         log = "".join(proc.log) + proc.proc.stderr.read()
         assert "Traceback" not in log and "ERROR" not in log, log
-        assert "shutting down" in log and "stopped" in log
+        assert f"shutting down on {sig.name}" in log and "stopped" in log
         # Text of messages never reaches the log above DEBUG.
     finally:
         for client in clients:
@@ -86,5 +88,26 @@ def test_shutdown_while_a_client_is_throttled():
         assert proc.proc.wait(5) == 0
         log = "".join(proc.log) + proc.proc.stderr.read()
         assert "Traceback" not in log and "internal error" not in log, log
+    finally:
+        proc.stop()
+
+
+def test_sighup_is_ignored_under_nohup():
+    """Started with SIGHUP ignored (``nohup``), the server keeps ignoring it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited by the child
+    try:
+        proc = ProcessServer()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        alice = Client(proc.port)
+        alice.hello("alice")
+        proc.proc.send_signal(signal.SIGHUP)  # discarded by the kernel: ignored
+        proc.proc.send_signal(signal.SIGTERM)
+        assert_closed(alice, "shutdown")
+        assert proc.proc.wait(5) == 0
+        log = "".join(proc.log) + proc.proc.stderr.read()
+        assert "shutting down on SIGTERM" in log and "SIGHUP" not in log, log
+        alice.close()
     finally:
         proc.stop()
