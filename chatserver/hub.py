@@ -63,8 +63,25 @@ AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
 
-_Sent = tuple["Connection", Ref, list[bytes]]
-"""A message of this turn: its sender, the sender's ref, and its encodings."""
+
+class _Sent(list):  # type: ignore[type-arg]
+    """This turn's messages in one flat list, each as its encodings, then
+    its sender, then the sender's ref: no container a message (those would
+    be collected by the GC, a cost on every message)."""
+
+    def entries(self) -> Iterator[tuple[Connection, Ref, list[bytes]]]:
+        made: list[bytes] = []
+        items = iter(self)
+        for item in items:
+            if type(item) is bytes:
+                made.append(item)
+            else:  # the sender, and next its ref
+                yield item, next(items), made
+                made = []
+
+    def messages(self) -> int:
+        """How many messages (a ref is never bytes, nor is a sender)."""
+        return sum(type(item) is not bytes for item in self) // 2
 
 
 class Room:
@@ -107,7 +124,7 @@ class Hub:
         self._hold_after = settings.sendq // 4
         self._waiters: list[Callable[[], None]] = []
         # The messages whose bytes wait for the commit (a failed one takes them back).
-        self._sent: list[_Sent] = []
+        self._sent = _Sent()
         self._down_since: float | None = None  # the store failed a commit then
         self._retry_at = 0.0  # messages are refused until then
         self._backoff = RETRY_FIRST
@@ -157,24 +174,23 @@ class Hub:
             self._schedule_flush()
         self._dirty.append(conn)
 
-    def broadcast(self, room: Room, event: Event) -> list[bytes]:
-        """Send one event to every member of a room, encoded once per kind;
-        return the encodings (a failed commit takes them back)."""
+    def broadcast(self, room: Room, event: Event, made: list[bytes] | None = None) -> None:
+        """Send one event to every member of a room, encoded once per kind
+        (appended to ``made``, if given: a failed commit takes them back)."""
         dirty = self._dirty
         if not dirty:
             self._schedule_flush()
-        made = []
         for kind, members in enumerate(room.by_kind):
             if not members:
                 continue
             data = encode_event(event, _KINDS[kind])
-            made.append(data)
+            if made is not None:
+                made.append(data)
             for conn in members:
                 out = conn.out
                 if not out:
                     dirty.append(conn)
                 out.append(data)
-        return made
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this event-loop turn.
@@ -205,7 +221,7 @@ class Hub:
         self._closes = []
         store = self.store
         if self._durable and store.has_pending():
-            sent, self._sent = self._sent, []
+            sent, self._sent = self._sent, _Sent()
             if not store.inline:
                 self._committing = True
                 self._accepted = 0
@@ -242,7 +258,7 @@ class Hub:
         self,
         batch: list[tuple[Connection, list[bytes] | int]],
         closes: list[tuple[Connection, bytes]],
-        sent: list[_Sent],
+        sent: _Sent,
         error: BaseException | None,
     ) -> None:
         self._committing = False
@@ -335,7 +351,7 @@ class Hub:
 
     def _failed(
         self,
-        sent: list[_Sent],
+        sent: _Sent,
         outboxes: list[tuple[Connection, list[bytes] | None]],
         error: BaseException,
     ) -> None:
@@ -363,14 +379,14 @@ class Hub:
                     "history: still cannot write (%s) after %.0f s; %d messages refused",
                     error,
                     now - self._down_since,
-                    self._refused + len(sent),
+                    self._refused + sent.messages(),
                 )
         self._retry_at = now + self._backoff
-        self._refused += len(sent)
+        self._refused += sent.messages()
         if not sent:
             return
-        owner: dict[int, _Sent] = {}
-        for entry in sent:
+        owner: dict[int, tuple[Connection, Ref, list[bytes]]] = {}
+        for entry in sent.entries():
             for data in entry[2]:
                 owner[id(data)] = entry
         errors: dict[int, bytes] = {}  # id(entry) -> the sender's error, once
@@ -623,7 +639,8 @@ class Hub:
         self._accepted += len(text) + 200  # about the bytes each member is sent
         if self._committing and self._accepted >= self._hold_after:
             self.holding = True
-        made = self.broadcast(self.rooms[room_name], msg)
+        sent = self._sent if self._durable else None
+        self.broadcast(self.rooms[room_name], msg, sent)
         if ref is not None:
             # The sender's copy carries its ref; the broadcast just appended the
             # plain copy last to the sender's outbox, so swap that one.
@@ -632,9 +649,10 @@ class Hub:
                 conn.kind,
             )
             conn.out[-1] = echo
-            made.append(echo)
-        if self._durable:
-            self._sent.append((conn, ref, made))
+            if sent is not None:
+                sent.append(echo)
+        if sent is not None:
+            sent += (conn, ref)
 
     def dm(self, conn: Connection, to: str, text: str, action: bool, ref: Ref) -> None:
         target = self.users.get(name_key(to))
