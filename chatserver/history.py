@@ -51,6 +51,11 @@ class HistoryStore(Protocol):
         """The last id handed out: every message accepted so far is at or below it."""
         ...
 
+    def take_failed(self) -> list[MsgEvent]:
+        """The messages of the commits that failed since the last call (their
+        ``done`` had the error); they are in no read any more."""
+        ...
+
     def has_pending(self) -> bool:
         """Whether ids were allocated since the last commit()."""
         ...
@@ -126,6 +131,9 @@ class MemoryHistory:
 
     def last_id(self) -> int:
         return self._last_id
+
+    def take_failed(self) -> list[MsgEvent]:
+        return []  # it never fails
 
     def has_pending(self) -> bool:
         return False

@@ -23,6 +23,7 @@ from .encoding import encode_event
 from .history import HistoryStore, HistoryUnavailable
 from .outbox import Pages, drain, enqueue, hold
 from .protocol import (
+    HEADER_LEN,
     PROTO_VERSION,
     AwayEvent,
     ClientKind,
@@ -47,6 +48,7 @@ from .protocol import (
     name_key,
     now_ts,
 )
+from .protocol.jsoncodec import loads
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -62,26 +64,7 @@ LOG_EVERY = 60.0  # seconds between log lines while the store keeps failing
 AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
-
-
-class _Sent(list):  # type: ignore[type-arg]
-    """This turn's messages in one flat list, each as its encodings, then
-    its sender, then the sender's ref: no container a message (those would
-    be collected by the GC, a cost on every message)."""
-
-    def entries(self) -> Iterator[tuple[Connection, Ref, list[bytes]]]:
-        made: list[bytes] = []
-        items = iter(self)
-        for item in items:
-            if type(item) is bytes:
-                made.append(item)
-            else:  # the sender, and next its ref
-                yield item, next(items), made
-                made = []
-
-    def messages(self) -> int:
-        """How many messages (a ref is never bytes, nor is a sender)."""
-        return sum(type(item) is not bytes for item in self) // 2
+_MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's order)
 
 
 class Room:
@@ -124,7 +107,9 @@ class Hub:
         self._hold_after = settings.sendq // 4
         self._waiters: list[Callable[[], None]] = []
         # The messages whose bytes wait for the commit (a failed one takes them back).
-        self._sent = _Sent()
+        # Outbox lists moved behind a reply this turn (a failed commit looks
+        # there too for its messages: they hold bytes of this turn).
+        self._held: list[tuple[Connection, list[bytes]]] = []
         self._down_since: float | None = None  # the store failed a commit then
         self._retry_at = 0.0  # messages are refused until then
         self._backoff = RETRY_FIRST
@@ -165,6 +150,8 @@ class Hub:
 
     def send_pages(self, conn: Connection, pages: Pages) -> None:
         """A reply made page by page as the client reads it (outbox.py)."""
+        if conn.out and self._durable:
+            self._held.append((conn, conn.out))
         enqueue(conn, pages)
         self.wake(conn)
 
@@ -174,9 +161,8 @@ class Hub:
             self._schedule_flush()
         self._dirty.append(conn)
 
-    def broadcast(self, room: Room, event: Event, made: list[bytes] | None = None) -> None:
-        """Send one event to every member of a room, encoded once per kind
-        (appended to ``made``, if given: a failed commit takes them back)."""
+    def broadcast(self, room: Room, event: Event) -> None:
+        """Send one event to every member of a room, encoded once per kind."""
         dirty = self._dirty
         if not dirty:
             self._schedule_flush()
@@ -184,8 +170,6 @@ class Hub:
             if not members:
                 continue
             data = encode_event(event, _KINDS[kind])
-            if made is not None:
-                made.append(data)
             for conn in members:
                 out = conn.out
                 if not out:
@@ -221,24 +205,26 @@ class Hub:
         self._closes = []
         store = self.store
         if self._durable and store.has_pending():
-            sent, self._sent = self._sent, _Sent()
+            held, self._held = self._held, []
             if not store.inline:
                 self._committing = True
                 self._accepted = 0
-                batch = self._cut(dirty)
-                store.commit(lambda error: self._committed(batch, closes, sent, error))
+                batch = self._cut(dirty, held)
+                store.commit(lambda error: self._committed(batch, closes, held, error))
                 return
             result: list[BaseException | None] = []
             store.commit(result.append)  # on disk when it returns: now the bytes may go
             if result[0] is not None:
-                self._failed(sent, [(conn, None) for conn in dirty], result[0])
+                self._failed([(conn, conn.out) for conn in dirty] + held, result[0])
             elif self._down_since is not None:
                 self._recovered()
         self._write_out(dirty)
         for conn, last in closes:
             conn.finish_close(last)
 
-    def _cut(self, dirty: list[Connection]) -> list[tuple[Connection, list[bytes] | int]]:
+    def _cut(
+        self, dirty: list[Connection], held: list[tuple[Connection, list[bytes]]]
+    ) -> list[tuple[Connection, list[bytes] | int]]:
         """The bytes of this turn, to be written once they are on disk: each
         connection's outbox, or how many entries of its queue may go."""
         batch: list[tuple[Connection, list[bytes] | int]] = []
@@ -247,6 +233,8 @@ class Hub:
             if conn.queue is not None:
                 if conn not in queued:
                     queued.add(conn)
+                    if conn.out:
+                        held.append((conn, conn.out))
                     hold(conn)
                     batch.append((conn, len(conn.queue)))
             elif conn.out:
@@ -258,14 +246,13 @@ class Hub:
         self,
         batch: list[tuple[Connection, list[bytes] | int]],
         closes: list[tuple[Connection, bytes]],
-        sent: _Sent,
+        held: list[tuple[Connection, list[bytes]]],
         error: BaseException | None,
     ) -> None:
         self._committing = False
         if error is not None:
-            self._failed(
-                sent, [(conn, item if type(item) is list else None) for conn, item in batch], error
-            )
+            outboxes = [(conn, item) for conn, item in batch if type(item) is list]
+            self._failed(outboxes + held, error)  # type: ignore[arg-type]
         elif self._down_since is not None:
             self._recovered()
         for conn, item in batch:
@@ -349,16 +336,17 @@ class Hub:
     # ------------------------------------------------------------------
     # A history store that cannot be written
 
-    def _failed(
-        self,
-        sent: _Sent,
-        outboxes: list[tuple[Connection, list[bytes] | None]],
-        error: BaseException,
-    ) -> None:
+    def _failed(self, outboxes: list[tuple[Connection, list[bytes]]], error: BaseException) -> None:
         """A commit failed: none of its messages may reach anyone. Take them
-        out of every outbox (and queue) they went to, answer each sender
-        ``unavailable`` in its echo's place, and refuse new messages for a
-        while (doubling up to a few seconds) before the store is tried again."""
+        out of the outboxes of this turn, answer each sender ``unavailable``
+        in its echo's place, and refuse new messages for a while (doubling up
+        to a few seconds) before the store is tried again.
+
+        Its messages are found by their bytes (encoding is deterministic, and
+        a JSON copy names its id), so that the hot path keeps no record of
+        what it sent: only this turn's bytes are looked at, all of them from
+        this commit."""
+        failed = self.store.take_failed()
         now = self._time()
         if self._down_since is None:
             self._down_since = now
@@ -379,47 +367,45 @@ class Hub:
                     "history: still cannot write (%s) after %.0f s; %d messages refused",
                     error,
                     now - self._down_since,
-                    self._refused + sent.messages(),
+                    self._refused + len(failed),
                 )
         self._retry_at = now + self._backoff
-        self._refused += sent.messages()
-        if not sent:
+        self._refused += len(failed)
+        if not failed:
             return
-        owner: dict[int, tuple[Connection, Ref, list[bytes]]] = {}
-        for entry in sent.entries():
-            for data in entry[2]:
-                owner[id(data)] = entry
-        errors: dict[int, bytes] = {}  # id(entry) -> the sender's error, once
+        by_bytes: dict[bytes, MsgEvent] = {}
+        by_id: dict[int, MsgEvent] = {}
+        for msg in failed:
+            by_id[msg.id] = msg
+            for kind in _KINDS:
+                by_bytes[encode_event(msg, kind)] = msg
+        answered: set[tuple[Connection, int]] = set()  # each sender is answered once
 
         def refused(conn: Connection, segment: list[bytes]) -> None:
             kept = []
             for data in segment:
-                entry = owner.get(id(data))
-                if entry is None:
+                msg = by_bytes.get(data)
+                ref: Ref = None
+                if msg is None and data[HEADER_LEN : HEADER_LEN + len(_MSG)] == _MSG:
+                    obj = loads(data[HEADER_LEN:])  # the sender's copy, with its ref
+                    msg = by_id.get(obj["id"])
+                    ref = obj.get("ref")
+                if msg is None:
                     kept.append(data)
-                elif entry[0] is conn and id(entry) not in errors:
-                    errors[id(entry)] = b""
-                    kept.append(
-                        encode_event(
-                            ErrorEvent(
-                                code=ErrorCode.UNAVAILABLE.value,
-                                message="the history cannot be written now: not sent; "
-                                "try again later",
-                                ref=entry[1],
-                            ),
-                            conn.kind,
-                            conn.name,
-                        )
+                elif msg.from_ == conn.name and (conn, msg.id) not in answered:
+                    answered.add((conn, msg.id))
+                    error = ErrorEvent(
+                        code=ErrorCode.UNAVAILABLE.value,
+                        message="the history cannot be written now: not sent; try again later",
+                        ref=ref,
                     )
+                    kept.append(encode_event(error, conn.kind, conn.name))
             segment[:] = kept
 
-        for conn, out in outboxes:
-            refused(conn, out if out is not None else conn.out)
-            if conn.queue is not None:
-                for segment in conn.queue:
-                    if type(segment) is list:
-                        refused(conn, segment)
-                conn.held = sum(len(b) for seg in conn.queue if type(seg) is list for b in seg)
+        for conn, segment in outboxes:
+            refused(conn, segment)
+        for conn in {conn for conn, _ in outboxes if conn.queue is not None}:
+            conn.held = sum(len(b) for seg in conn.queue if type(seg) is list for b in seg)
 
     def _recovered(self) -> None:
         log.warning(
@@ -639,8 +625,7 @@ class Hub:
         self._accepted += len(text) + 200  # about the bytes each member is sent
         if self._committing and self._accepted >= self._hold_after:
             self.holding = True
-        sent = self._sent if self._durable else None
-        self.broadcast(self.rooms[room_name], msg, sent)
+        self.broadcast(self.rooms[room_name], msg)
         if ref is not None:
             # The sender's copy carries its ref; the broadcast just appended the
             # plain copy last to the sender's outbox, so swap that one.
@@ -649,10 +634,6 @@ class Hub:
                 conn.kind,
             )
             conn.out[-1] = echo
-            if sent is not None:
-                sent.append(echo)
-        if sent is not None:
-            sent += (conn, ref)
 
     def dm(self, conn: Connection, to: str, text: str, action: bool, ref: Ref) -> None:
         target = self.users.get(name_key(to))

@@ -353,6 +353,7 @@ class SQLiteHistory:
         # Each room's newest rows, as tuples (see history.Row: no GC cost).
         self._tails: dict[str, deque[Row]] = {}
         self._rows: list[Row] = []  # appended since the last hand-over
+        self._failed: list[MsgEvent] = []  # of commits that failed, for take_failed()
         self._handed_id = self._last_id  # the last id of the last hand-over
         self._loop_call: Callable[..., object] | None = None
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
@@ -491,6 +492,7 @@ class SQLiteHistory:
                 # Rolled back: its messages are sent to nobody, so no read may
                 # find them either (the hub answers their senders `unavailable`).
                 self._forget(first, last, {chunk[1] for chunk in chunks})
+                self._failed += [from_row(row) for chunk in chunks for row in loads(chunk[4])]
             else:
                 self._committed_id = max(self._committed_id, last)
             self._trim()
@@ -737,6 +739,10 @@ class SQLiteHistory:
 
     def last_id(self) -> int:
         return self._last_id
+
+    def take_failed(self) -> list[MsgEvent]:
+        failed, self._failed = self._failed, []
+        return failed
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, release the file."""

@@ -179,6 +179,7 @@ class LineClient:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.buf = b""
         self.eof = False
+        self.seen: list[str] = []
 
     def send(self, data: bytes | str) -> None:
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
@@ -203,9 +204,11 @@ class LineClient:
         return line + b"\n"
 
     def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
-        """The next line matching a regex (earlier lines are skipped)."""
+        """The next line matching a regex (earlier lines are skipped, and kept
+        in ``seen``)."""
         deadline = time.monotonic() + timeout
-        seen = []
+        seen: list[str] = []
+        self.seen = seen
         while True:
             try:
                 line = self.readline(max(0.0, deadline - time.monotonic())).decode()

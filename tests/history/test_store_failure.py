@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TIMEOUT, Client, ProcessServer
+from tests.helpers import TIMEOUT, Client, LineClient, ProcessServer
 from tests.history.support import full_history, joined
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,6 +45,9 @@ def test_a_full_disk_loses_nothing_anyone_saw(tmp_path: Path, mode: tuple[str, .
         alice = joined(server.port, "alice")
         bob = joined(server.port, "bob")
         alice.expect("join", name="bob")
+        carol = LineClient(server.port)  # a line client: its copies are text, not JSON
+        carol.send("carol\n")
+        alice.expect("join", name="carol")
         seen = []
         for i in range(20):
             echo = _say(alice, f"ok {i}")
@@ -56,8 +59,15 @@ def test_a_full_disk_loses_nothing_anyone_saw(tmp_path: Path, mode: tuple[str, .
         refused = [_say(alice, f"lost {i}") for i in range(5)]
         assert [(e["type"], e["code"]) for e in refused] == [("error", "unavailable")] * 5
         server.wait_log(r"ERROR history: cannot write .*unavailable")
+        # A sender without a ref is answered too, in its echo's place.
+        bob.send({"type": "say", "text": "lost without a ref"})
+        error = bob.expect("error")
+        assert error["code"] == "unavailable" and "ref" not in error
         # Nothing of them reached anyone; everyone is still connected and chatting.
         assert not [e for e in _barrier(bob, "b1") if e["type"] == "msg"]
+        carol.send("/who\n")
+        who = carol.expect(r"-- lobby: ")
+        assert "lost" not in "".join(carol.seen) + who
         assert not [e for e in _barrier(alice, "a1") if e["type"] in ("msg", "bye")]
         alice.send({"type": "dm", "to": "bob", "text": "direct messages are not stored"})
         assert bob.expect("dm")["text"] == "direct messages are not stored"
@@ -76,6 +86,7 @@ def test_a_full_disk_loses_nothing_anyone_saw(tmp_path: Path, mode: tuple[str, .
             # Wait for the retry without sleeping: a round trip paces the next try.
             _barrier(alice, f"pace {attempt}")
         assert bob.expect("msg", text=f"back {attempt}")["id"] == answer["id"]
+        carol.expect(rf"<alice> back {attempt}$")
         seen.append(answer["text"])
         server.wait_log(r"history: writing again after")
         # Said once, then at a bounded rate (not a line per failed commit).
