@@ -203,9 +203,9 @@ class Hub:
             return
         self._dirty = []
         self._closes = []
+        held, self._held = self._held, []  # this turn's, whether a commit is due or not
         store = self.store
         if self._durable and store.has_pending():
-            held, self._held = self._held, []
             if not store.inline:
                 self._committing = True
                 self._accepted = 0
