@@ -472,11 +472,14 @@ class ConnectionHandler(asyncio.Protocol):
             return self._throttle() if self.settings.msg_rate > 0 else 0.0
         if not unit:
             return 0.0  # keepalive
-        cost = self._handle(unit)
-        return self._throttle(cost) if self.settings.msg_rate > 0 else 0.0
+        request = self._handle(unit)
+        if self.settings.msg_rate <= 0:
+            return 0.0
+        price = _PRICES.get(type(request))
+        return self._throttle(1.0 if price is None else price(request))
 
-    def _handle(self, unit: bytes) -> float:
-        """Apply one request; return what it costs against the client's rate."""
+    def _handle(self, unit: bytes) -> Any:
+        """Apply one request; return it (None if it could not be parsed)."""
         conn = self.conn
         request: Any = None
         try:
@@ -485,7 +488,7 @@ class ConnectionHandler(asyncio.Protocol):
             else:
                 request = parse_line(self._text(unit), self.settings.max_text)
                 if request is None:
-                    return 1.0
+                    return None
             handler = _DISPATCH.get(type(request))
             if handler is not None:
                 handler(self.hub, conn, request)
@@ -496,8 +499,7 @@ class ConnectionHandler(asyncio.Protocol):
         except ProtocolError as exc:
             ref = exc.ref if exc.ref is not None else getattr(request, "ref", None)
             self.hub.send_error(conn, exc.code, exc.message, ref)
-        price = _PRICES.get(type(request))
-        return 1.0 if price is None else price(request)
+        return request
 
     def _before_hello(self, unit: bytes) -> None:
         conn = self.conn
