@@ -6,7 +6,6 @@ of its code runs, as ``ulimit -n`` or systemd's ``LimitNOFILE=`` would.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import signal
 import subprocess
@@ -18,19 +17,10 @@ import pytest
 
 from tests.helpers import TIMEOUT, Client, LineClient, ProcessServer, read_to_eof
 from tests.security.conftest import Bystanders
+from tests.security.support import LOOPS
 
 resource = pytest.importorskip("resource")  # POSIX only
 pytestmark = pytest.mark.timeout(60)
-
-LOOPS = [
-    "asyncio",
-    pytest.param(
-        "uvloop",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
-        ),
-    ),
-]
 
 
 class LimitedServer(ProcessServer):

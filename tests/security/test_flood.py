@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +12,7 @@ from chatserver.protocol import FrameDecoder, encode_frame
 from chatserver.server import MAX_REFUSING
 from tests.helpers import TIMEOUT, Client, ProcessServer, read_to_eof
 from tests.security.conftest import Bystanders
+from tests.security.support import outside_address, welcomed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,24 +22,6 @@ def _refused(client: Client) -> None:
     events = client.wait_closed()
     assert [e["type"] for e in events] == ["error"], events
     assert events[0]["code"] == "server_full", events
-
-
-def _admitted_again(port: int, host: str, name: str) -> Client:
-    """Connect until a hello is welcomed: the server counts closes asynchronously."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        c = Client(port, host)
-        c.send({"type": "hello", "name": name})
-        events = []
-        try:
-            event = c.recv()
-            if event["type"] == "welcome":
-                return c
-            events.append(event)
-        except AssertionError:
-            pass
-        c.close()
-        assert time.monotonic() < deadline, f"never admitted again: {events}"
 
 
 def test_flood_past_max_clients(
@@ -64,7 +46,7 @@ def test_flood_past_max_clients(
     for c in fillers:
         c.close()
     # The count recovers: as many new users as the fillers were are welcomed.
-    newcomers = [_admitted_again(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
+    newcomers = [welcomed(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
     extra = Client(server.port)
     extra.send({"type": "hello", "name": "onetoomany"})
     _refused(extra)
@@ -73,21 +55,10 @@ def test_flood_past_max_clients(
         c.close()
 
 
-def _outside_address() -> str | None:
-    """A non-loopback address of this host (per-IP limits exempt loopback)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: only picks a route
-            addr = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if addr.startswith("127.") else addr
-
-
 def test_flood_past_max_per_ip(
     start_server: Callable[..., ProcessServer], bystanders: Callable[[int], Bystanders]
 ) -> None:
-    addr = _outside_address()
+    addr = outside_address()
     if addr is None:
         pytest.skip("no non-loopback address to connect from")
     per_ip = 5
@@ -110,7 +81,7 @@ def test_flood_past_max_per_ip(
     local.hello("local")
 
     mine[0].close()
-    again = _admitted_again(server.port, addr, "ip-again")
+    again = welcomed(server.port, addr, "ip-again")
     one_more = Client(server.port, addr)
     one_more.send({"type": "hello", "name": "one-more"})
     _refused(one_more)
@@ -150,7 +121,7 @@ def test_silent_flood_past_max_clients(
     finally:
         for sock in flood:
             sock.close()
-    newcomers = [_admitted_again(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
+    newcomers = [welcomed(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 2)]
     extra = Client(server.port)
     extra.send({"type": "hello", "name": "onetoomany"})
     _refused(extra)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import resource
@@ -12,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import trustme
 from chatserver.protocol import encode_frame
 from tests.client.conftest import run_client
 from tests.helpers import TIMEOUT, Client, ProcessServer, ThreadServer, read_to_eof
-from tests.security.test_flood import _outside_address
+from tests.security.support import LOOPS, outside_address, welcomed
 from tests.server.support import assert_alive, assert_room_carries_on
 
 
@@ -169,15 +167,6 @@ def test_unusable_certificate_stops_start_up(tmp_path: Path, certs: dict[str, Pa
 
 # -- Handshakes against the limits (issue 12): a real server process each.
 
-LOOPS = [
-    "asyncio",
-    pytest.param(
-        "uvloop",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
-        ),
-    ),
-]
 RSS_BOUND_KIB = 24 * 1024  # before: +50 KiB per unfinished handshake, +100 MiB for 2 000
 
 
@@ -227,31 +216,12 @@ def _log_lines(server: ProcessServer, pattern: str) -> list[str]:
     return [line for line in list(server.log) if re.search(pattern, line)]
 
 
-def _welcomed(port: int, host: str, name: str, ctx: ssl.SSLContext | None = None) -> Client:
-    """Connect until a hello is welcomed: the server sees the flood's closes a moment later."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            c = TLSClient(port, ctx, host) if ctx is not None else Client(port, host)
-        except OSError:  # a TLS connection over the limit is closed before its handshake
-            assert time.monotonic() < deadline, "never admitted again"
-            continue
-        c.send({"type": "hello", "name": name})
-        try:
-            if c.recv()["type"] == "welcome":
-                return c
-        except (AssertionError, OSError):
-            pass
-        c.close()
-        assert time.monotonic() < deadline, "never admitted again"
-
-
 def test_unfinished_handshakes_count_per_address_from_accept(
     start_server, bystanders, certs: dict[str, Path], client_ctx
 ) -> None:
     """Issue 12: one client held 9 906 unfinished TCP connections to the TLS
     port past --max-per-ip 5; now the sixth is closed at once, before any TLS."""
-    addr = _outside_address()
+    addr = outside_address()
     if addr is None:
         pytest.skip("no non-loopback address to connect from")
     args = ("--host", "0.0.0.0", "--max-clients", "100", "--max-per-ip", "5")
@@ -284,7 +254,10 @@ def test_unfinished_handshakes_count_per_address_from_accept(
         for sock in flood:
             sock.close()
     # Its count goes back to zero: five again from that address, not a sixth.
-    again = [_welcomed(port, addr, f"again{i}", client_ctx) for i in range(5)]
+    again = [
+        welcomed(port, addr, f"again{i}", lambda p, h: TLSClient(p, client_ctx, h))
+        for i in range(5)
+    ]
     with pytest.raises(OSError):
         TLSClient(port, client_ctx, addr).hello("sixth")
     users.assert_unhurt(baseline)
@@ -326,7 +299,7 @@ def test_unfinished_handshakes_past_max_clients(
         for sock in flood:
             sock.close()
     # The count is back to the three users: exactly limit - 3 more fit.
-    newcomers = [_welcomed(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 3)]
+    newcomers = [welcomed(server.port, "127.0.0.1", f"new{i}") for i in range(limit - 3)]
     extra = Client(server.port)
     extra.send({"type": "hello", "name": "onetoomany"})
     events = extra.wait_closed()
