@@ -49,6 +49,7 @@ from .protocol import (
     now_ts,
 )
 from .protocol.jsoncodec import loads
+from .ratelog import Throttle
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -60,7 +61,6 @@ _KINDS = tuple(ClientKind)
 
 RETRY_FIRST = 0.25  # seconds messages are refused after a failed commit, doubling...
 RETRY_MAX = 4.0  # ...up to this, until a commit works again
-LOG_EVERY = 60.0  # seconds between log lines while the store keeps failing
 AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
@@ -114,7 +114,7 @@ class Hub:
         self._retry_at = 0.0  # messages are refused until then
         self._backoff = RETRY_FIRST
         self._refused = 0
-        self._next_log = 0.0
+        self._write_failures = Throttle()  # the first at once, then a line a minute
         self.users: dict[str, Connection] = {}  # name key -> connection
         self.rooms: dict[str, Room] = {}
         self._room_names: list[str] = []  # the keys of rooms, sorted: `rooms` pages it
@@ -291,8 +291,7 @@ class Hub:
         transport.write(data)
         unsent = transport.get_write_buffer_size()
         if unsent - len(data) > self.settings.sendq:
-            log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
-            self.drop(conn, "slow_consumer", "slow consumer")
+            self._slow(conn, unsent)
 
     def _write_out(self, dirty: list[Connection]) -> None:
         sendq = self.settings.sendq
@@ -317,8 +316,7 @@ class Hub:
             # single write may be large: a batch that waited for a commit.)
             unsent = transport.get_write_buffer_size()
             if unsent - len(data) > sendq:
-                log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
-                self.drop(conn, "slow_consumer", "slow consumer")
+                self._slow(conn, unsent)
 
     def _drain(self, conn: Connection, segments: int | None = None) -> None:
         """Write a connection's queue as far as it may go now (outbox.py)."""
@@ -330,8 +328,11 @@ class Hub:
         # transport holds: a client that does not read cannot grow either.
         unsent = conn.held + conn.transport.get_write_buffer_size()
         if unsent > self.settings.sendq:
-            log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
-            self.drop(conn, "slow_consumer", "slow consumer")
+            self._slow(conn, unsent)
+
+    def _slow(self, conn: Connection, unsent: int) -> None:
+        log.info("%s: slow consumer, %d bytes unsent", conn, unsent)
+        self.drop(conn, "slow_consumer", "slow consumer")
 
     # ------------------------------------------------------------------
     # A history store that cannot be written
@@ -352,8 +353,8 @@ class Hub:
             self._down_since = now
             self._backoff = RETRY_FIRST
             self._refused = 0
-            self._next_log = now + LOG_EVERY
-            log.error(
+            self._write_failures.log(
+                logging.ERROR,
                 "history: cannot write %s (%s); messages are refused (unavailable)"
                 " until it works again",
                 getattr(self.store, "path", "the store"),
@@ -361,14 +362,13 @@ class Hub:
             )
         else:
             self._backoff = min(self._backoff * 2, RETRY_MAX)
-            if now >= self._next_log:
-                self._next_log = now + LOG_EVERY
-                log.error(
-                    "history: still cannot write (%s) after %.0f s; %d messages refused",
-                    error,
-                    now - self._down_since,
-                    self._refused + len(failed),
-                )
+            self._write_failures.log(
+                logging.ERROR,
+                "history: still cannot write (%s) after %.0f s; %d messages refused",
+                error,
+                now - self._down_since,
+                self._refused + len(failed),
+            )
         self._retry_at = now + self._backoff
         self._refused += len(failed)
         if not failed:
@@ -415,6 +415,7 @@ class Hub:
         )
         self._down_since = None
         self._retry_at = 0.0
+        self._write_failures.reset()
 
     def _check_writable(self) -> None:
         """While the store is failing, messages are refused until the next try."""
@@ -518,10 +519,19 @@ class Hub:
         session token a while (``--name-grace``), or forget it now."""
         if conn.key is None or conn in self._away:
             return
-        if conn.session is None or self.settings.name_grace <= 0:
+        if self._may_keep(conn):
+            self._keep_away(conn, "connection lost")
+        else:
             self.disconnect(conn, "disconnected")
-            return
-        self._keep_away(conn, "connection lost")
+
+    def _may_keep(self, conn: Connection) -> bool:
+        """A registered connection with a token to come back with, not away yet."""
+        return (
+            conn.session is not None
+            and self.settings.name_grace > 0
+            and conn.key is not None
+            and conn not in self._away
+        )
 
     def _keep_away(self, conn: Connection, why: str) -> None:
         """Nobody else may take the name meanwhile (a DM meant for it would go
@@ -585,13 +595,7 @@ class Hub:
     def drop(self, conn: Connection, bye: str, reason: str) -> None:
         """Close a connection on the server's initiative, telling its rooms why.
         A client that will be back (slow, idle) keeps its name a while."""
-        if (
-            bye in GRACE_BYES
-            and conn.session is not None
-            and self.settings.name_grace > 0
-            and conn.key is not None
-            and conn not in self._away
-        ):
+        if bye in GRACE_BYES and self._may_keep(conn):
             self._keep_away(conn, reason)
         else:
             self.disconnect(conn, reason)

@@ -15,9 +15,10 @@ import errno
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
+
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("chatserver")
 
@@ -33,54 +34,6 @@ OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno
 Address = Any  # what socket.accept() returns beside the socket: (host, port[, flow, scope])
 OnAccept = Callable[[socket.socket, Address, "Listener"], None]
 OnExhausted = Callable[["Listener", OSError, "tuple[socket.socket, Address] | None"], None]
-
-
-class RateLimitedLog:
-    """The first occurrence of something logged at once, later ones summed up.
-
-    At most one line per ``interval``: a flood of refused connections must not
-    become a flood of log lines (and of disk writes).
-    """
-
-    def __init__(self, level: int, what: str, interval: float = 10.0) -> None:
-        self.level = level
-        self.what = what  # "connections refused": the summary counts these
-        self.interval = interval
-        self._quiet_until = 0.0
-        self._held = 0
-        self._last = ""
-        self._flush: asyncio.TimerHandle | None = None
-
-    def note(self, message: str) -> None:
-        now = time.monotonic()
-        if now >= self._quiet_until and self._flush is None:
-            log.log(self.level, "%s", message)
-            self._quiet_until = now + self.interval
-            return
-        self._held += 1
-        self._last = message
-        if self._flush is None:
-            delay = max(0.0, self._quiet_until - now)
-            self._flush = asyncio.get_running_loop().call_later(delay, self._say_held)
-
-    def _say_held(self) -> None:
-        self._flush = None
-        if self._held:
-            log.log(
-                self.level,
-                "%d more %s in the last %.0f s; the last: %s",
-                self._held,
-                self.what,
-                self.interval,
-                self._last,
-            )
-            self._held = 0
-            self._quiet_until = time.monotonic() + self.interval
-
-    def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._say_held()
 
 
 class SpareDescriptor:

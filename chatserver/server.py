@@ -23,13 +23,13 @@ from .history import HistoryStore, MemoryHistory
 from .hub import Hub
 from .listener import (
     Listener,
-    RateLimitedLog,
     SpareDescriptor,
     fit_warning,
     open_file_limits,
     open_sockets,
     raise_open_file_limit,
 )
+from .ratelog import RateLimitedLog
 from .sqlite_history import HistoryError, SQLiteHistory
 from .tls import TLSError, server_context
 

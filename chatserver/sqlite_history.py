@@ -46,6 +46,7 @@ from pathlib import Path
 from .history import HistoryUnavailable, Row, from_row, row_id, to_row
 from .protocol import MsgEvent
 from .protocol.jsoncodec import dumps, loads
+from .ratelog import Throttle
 
 log = logging.getLogger("chatserver")
 
@@ -56,7 +57,6 @@ PRUNE_STEP = 256  # messages (or whole chunks, by age) a commit deletes at most:
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints
 INDEX_EVERY = 1.0  # seconds a chunk may wait for the room index (its tail keeps it meanwhile)
 INDEX_BATCH = 4096  # message ids one commit indexes at most, and how many waiting trigger it
-LOG_EVERY = 60.0  # seconds between two log lines about one ongoing failure
 ID_LIMIT = 2**53  # ids stay below it (PROTOCOL 9.5: exact as a JSON number anywhere)
 ID_RESERVE = 2**40  # ids a start must leave below ID_LIMIT (most of a year at 38 000 msg/s)
 
@@ -256,37 +256,6 @@ def _check_intact(path: Path) -> None:
         )
 
 
-class _Throttle:
-    """One kind of failure in the log: the first at once, then at most one
-    line a LOG_EVERY, saying how many were left out (from any thread)."""
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._next = 0.0  # time.monotonic() before which lines are left out
-        self._left_out = 0
-        self._active = False
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        with self._mutex:
-            self._active = True
-            if now < self._next:
-                self._left_out += 1
-                return
-            left_out, self._left_out = self._left_out, 0
-            self._next = now + LOG_EVERY
-        if left_out:
-            msg += f" ({left_out} more since the last such line)"
-        log.log(level, msg, *args)
-
-    def reset(self) -> bool:
-        """The failure is over: the next one is logged at once. Whether it was on."""
-        with self._mutex:
-            active, self._active = self._active, False
-            self._next, self._left_out = 0.0, 0
-        return active
-
-
 # What a read raises when the file fails it: SQLite's errors, and a chunk
 # whose JSON no longer parses (a damaged page SQLite cannot tell from data).
 _UNREADABLE = (sqlite3.Error, ValueError)
@@ -314,11 +283,11 @@ class SQLiteHistory:
         self.path = Path(path)
         self.per_room = per_room
         self.max_days = max_days
-        # One kind of failure, one log line a LOG_EVERY (reads may fail at
+        # One kind of failure, one log line a minute (reads may fail at
         # every join; the file check runs every second).
-        self._read_failures = _Throttle()
-        self._checkpoint_failures = _Throttle()
-        self._file_lost = _Throttle()
+        self._read_failures = Throttle()
+        self._checkpoint_failures = Throttle()
+        self._file_lost = Throttle()
         self._file_state = ""  # how the file was last found lost ("" while it is in place)
         self._lock_fd, self._file_id = _lock(self.path)
         try:
@@ -679,7 +648,7 @@ class SQLiteHistory:
 
     def _unreadable(self, room: str, exc: Exception) -> HistoryUnavailable:
         """A read failed (a damaged page, a vanished disk): the request gets a
-        clear answer, the log a line a LOG_EVERY, the connection carries on."""
+        clear answer, the log a line a minute, the connection carries on."""
         self._read_failures.log(
             logging.ERROR, "history: cannot read room %s from %s: %s", room, self.path, exc
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatserver import sqlite_history
+from chatserver import ratelog, sqlite_history
 from chatserver.protocol import MsgEvent, format_ts
 from chatserver.sqlite_history import ID_LIMIT, HistoryError, SQLiteHistory, id_floor
 from tests.helpers import TIMEOUT, Client, ProcessServer
@@ -138,12 +138,12 @@ def test_a_moved_or_replaced_database_is_noticed(tmp_path: Path) -> None:
 
 def test_the_throttle_says_once_then_once_a_period(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(sqlite_history.time, "monotonic", lambda: now[0])
-    throttle = sqlite_history._Throttle()
+    monkeypatch.setattr(ratelog.time, "monotonic", lambda: now[0])
+    throttle = ratelog.Throttle()
     with watching_log() as watch:
         for _ in range(5):
             throttle.log(logging.ERROR, "disk %s", "bad")
-        now[0] += sqlite_history.LOG_EVERY
+        now[0] += ratelog.LOG_EVERY
         throttle.log(logging.ERROR, "disk %s", "bad")
         assert throttle.reset()
         throttle.log(logging.ERROR, "disk %s", "bad")
