@@ -156,6 +156,7 @@ class Welcome:
     session: str | None = None
     motd: str | None = None
     ref: Ref = None
+    node: str | None = None  # the server process the client is connected to (9.5)
 
 
 @dataclass(slots=True)
@@ -237,6 +238,7 @@ class HistoryReply:
     messages: list[MsgEvent]
     more: bool
     ref: Ref = None
+    gap: bool | None = None  # True when the reply cannot be proven complete (9.5)
 
 
 @dataclass(slots=True)
