@@ -155,6 +155,7 @@ class Welcome:
     limits: dict[str, int]
     session: str | None = None
     motd: str | None = None
+    node: str | None = None  # the process of a cluster the client is connected to (§9.5)
     ref: Ref = None
     node: str | None = None  # the server process the client is connected to (9.5)
 
