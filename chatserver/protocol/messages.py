@@ -157,7 +157,6 @@ class Welcome:
     motd: str | None = None
     node: str | None = None  # the process of a cluster the client is connected to (§9.5)
     ref: Ref = None
-    node: str | None = None  # the server process the client is connected to (9.5)
 
 
 @dataclass(slots=True)
