@@ -237,6 +237,7 @@ class ProcessServer:
 
     def _launch(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         """Start ``cmd``, read its log from now on, and learn its port from it."""
+        self.cmd, self.env = cmd, env
         self.proc = subprocess.Popen(
             cmd,
             stderr=subprocess.PIPE,
