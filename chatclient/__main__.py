@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -12,10 +13,12 @@ from chatserver.protocol import ProtocolError, check_name, check_room
 
 from .session import DEFAULT_PORT, SessionConfig
 
+DEFAULT_HOST = "127.0.0.1"
+
 EXIT_CODES = """\
 exit status:
   0    done (script mode: every line was sent and answered)
-  1    could not connect, or the server closed before welcoming us
+  1    could not connect (to any --server), or the server closed before welcoming us
   2    bad command line
   3    the server refused us: name taken, bad name, wrong password, server full
   4    the connection was lost (script mode without --listen)
@@ -32,6 +35,44 @@ def _default_name() -> str | None:
         return None
 
 
+def parse_server(value: str) -> tuple[str, int | None]:
+    """An argparse type: ``HOST``, ``HOST:PORT``, ``[IPV6]`` or ``[IPV6]:PORT``.
+
+    The port is None when the value names none (``--port`` gives it, later).
+    """
+    if not value or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST[:PORT]")
+    if "://" in value or "/" in value or "@" in value:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST[:PORT] (no URLs)")
+    if value.startswith("["):
+        inside, bracket, rest = value[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inside)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: brackets hold an IPv6 address, as in [::1]:{DEFAULT_PORT}"
+            ) from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"{value!r} is not [IPV6]:PORT")
+        host, port = inside, rest[1:] if rest else None
+    elif value.count(":") > 1:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: write an IPv6 address in brackets, as in [::1]:{DEFAULT_PORT}"
+        )
+    else:
+        host, colon, port_text = value.partition(":")
+        if not host or "[" in host or "]" in host:
+            raise argparse.ArgumentTypeError(f"{value!r} is not HOST[:PORT]")
+        port = port_text if colon else None
+    if port is None:
+        return host, None
+    if not port:
+        raise argparse.ArgumentTypeError(f"{value!r}: no port after the colon")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be from 1 to 65535")
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chatclient",
@@ -42,8 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = p.add_argument
     add("--name", "-n", default=_default_name(), help="your name (default: $CHAT_NAME or $USER)")
-    add("--host", default="127.0.0.1", help="server address (default: %(default)s)")
-    add("--port", "-p", type=int, default=DEFAULT_PORT, help="server port (default: %(default)s)")
+    add("--host", help=f"server address (default: {DEFAULT_HOST}); not with --server")
+    add(
+        "--port",
+        "-p",
+        type=int,
+        default=DEFAULT_PORT,
+        help="server port (default: %(default)s); with --server, the port of a HOST without one",
+    )
+    add(
+        "--server",
+        action="append",
+        type=parse_server,
+        metavar="HOST[:PORT]",
+        help="a server to connect to, [IPV6]:PORT for IPv6; repeatable: the others are "
+        "tried in turn when one cannot be reached or the connection drops",
+    )
     add(
         "--room",
         "-r",
@@ -89,6 +144,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(exc.message)
     if not 0 < args.port < 65536:
         parser.error("--port must be from 1 to 65535")
+    if args.server and args.host is not None:
+        parser.error("--host and --server do not mix: name every server with --server")
+    # Every server as (host, port): the --server list, else --host and --port.
+    args.servers = list(
+        dict.fromkeys((host, port or args.port) for host, port in args.server or ())
+    ) or [(args.host or DEFAULT_HOST, args.port)]
+    args.host, args.port = args.servers[0]
     if args.password is None and not args.password_file:
         args.password = os.environ.get("CHATSERVER_PASSWORD") or None
     if args.password_file:
@@ -113,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.name,
         host=args.host,
         port=args.port,
+        servers=tuple(args.servers),
         rooms=tuple(args.room),
         password=args.password,
         tls=args.tls,

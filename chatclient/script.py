@@ -28,7 +28,7 @@ from chatserver.protocol import (
     Ref,
     to_obj,
 )
-from chatserver.render import render
+from chatserver.render import escape, render
 
 from .session import ConnectError, ConnectionLost, HelloRefused, Session, SessionConfig, Status
 
@@ -102,10 +102,13 @@ class ScriptClient:
 
     def on_status(self, status: Status, detail: str) -> None:
         if status is Status.OFFLINE:
-            self.warn(f"connection lost ({detail})")
+            self.warn(f"connection lost ({escape(detail)})")
         elif status is Status.ONLINE and detail != "pong":
+            # One line when we come back, or when we are not where we first tried.
             if self._was_online:
-                self.warn(f"reconnected to {detail}")
+                self.warn(f"reconnected to {escape(detail)}")
+            elif self.session.skipped:
+                self.warn(escape(f"{'; '.join(self.session.skipped)}; connected to {detail}"))
             self._was_online = True
 
     # ---------------------------------------------------------------- input

@@ -12,6 +12,13 @@ room. A server restarted without persistent history numbers its messages from
 1 again, which ``since`` alone would filter out, so the session also asks each
 room for its recent history; messages already seen are recognised by
 (id, ts) and dropped, so nothing is shown twice either way.
+
+Several servers (``SessionConfig.servers``, the processes of one cluster):
+after a drop the session tries them in turn, the next one first and wrapping
+around, one full round between two backoff delays, and resumes on whichever
+answers with the same token and ``since``. A cluster's processes share one
+log, so a message has the same (id, ts) on each and the de-duplication holds
+across them as it does across reconnects to one server.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ DEFAULT_PORT = 5500
 CONNECT_TIMEOUT = 10.0
 REFUSALS = frozenset({"name_taken", "bad_name", "bad_password", "server_full", "too_many_rooms"})
 NO_RECONNECT_BYES = frozenset({"quit", "replaced", "kicked"})
+ELSEWHERE_REFUSALS = frozenset({"server_full"})  # about that process: another one may take us
+NODE_LABEL_MAX = 64  # characters of welcome.node shown to the user
 SEEN_PER_ROOM = 5000  # message keys remembered per room for de-duplication
 RESUME_HISTORY = 100  # recent messages asked of each room after a reconnect
 
@@ -86,11 +95,24 @@ class Status(StrEnum):
     CLOSED = "closed"
 
 
+def format_address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets: ``[::1]:5500``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def welcome_node(welcome: Welcome) -> str | None:
+    """The name of the cluster process a welcome came from, bounded; None when not said."""
+    node = welcome.node
+    return None if node is None or node == "" else str(node)[:NODE_LABEL_MAX]
+
+
 @dataclass
 class SessionConfig:
     name: str
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # (host, port) of each server to try, in order; empty: just host and port.
+    servers: tuple[tuple[str, int], ...] = ()
     rooms: tuple[str, ...] = ("lobby",)
     password: str | None = None
     tls: bool = False
@@ -101,6 +123,10 @@ class SessionConfig:
     backoff_cap: float = 30.0
     ping_interval: float = 0.0  # 0: no keep-alive pings
     ping_timeout: float = 20.0  # a pong later than this means the link is dead
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return self.servers or ((self.host, self.port),)
 
 
 def backoff_delays(
@@ -238,6 +264,9 @@ class Session:
         self.welcome: Welcome | None = None
         self.latency: float | None = None  # seconds, from the last ping
         self.reconnects = 0
+        self.server_index = 0  # which of config.endpoints we are (or were last) connected to
+        self.skipped: list[str] = []  # why the servers tried before the current one failed
+        self.node: str | None = None  # the cluster process we are on (welcome.node), if it says
         self.resumed = False  # True once a reconnect was tried: replays are missed messages
         self.resume_refs: set[Ref] = set()  # the history requests made after a reconnect
         self._refs = itertools.count(1)
@@ -259,7 +288,14 @@ class Session:
 
     @property
     def address(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
+        """``host:port`` of the server we are connected to (or trying)."""
+        return format_address(*self.config.endpoints[self.server_index])
+
+    @property
+    def server_label(self) -> str:
+        """What the user is shown: ``host:port``, and the node's name when there is one."""
+        node = self.node
+        return f"{self.address} (node {node})" if node else self.address
 
     def next_ref(self) -> str:
         return f"c{next(self._refs)}"
@@ -296,8 +332,12 @@ class Session:
         return future
 
     async def start(self) -> Welcome:
-        """The first connection; raises ConnectError or HelloRefused."""
-        return await self._connect()
+        """The first connection: each server once, in order; raises ConnectError or HelloRefused.
+
+        A refusal of us (``name_taken``, ``bad_password``, ...) ends it; a
+        full server only sends us on to the next one.
+        """
+        return await self._round(0, refusals_final=True)
 
     async def run(self) -> str:
         """Read until the session ends; return the reason (``quit``, a bye reason, ...).
@@ -323,8 +363,8 @@ class Session:
                     self._set_status(Status.CLOSED, "quit")
                     return "quit"
                 self.resumed = True
-                try:
-                    await self._connect()
+                try:  # the next server first; the one that dropped us last
+                    await self._round(self.server_index + 1, refusals_final=False)
                 except (ConnectError, HelloRefused) as exc:
                     reason = str(exc)
                     continue
@@ -376,13 +416,44 @@ class Session:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
+    async def _round(self, first: int, *, refusals_final: bool) -> Welcome:
+        """Try every server once, from index ``first`` on, wrapping around.
+
+        Returns the first welcome. When none welcomes us, raises the one
+        server's error, or (several) a HelloRefused when each refused us and
+        else a ConnectError naming every failure.
+        """
+        endpoints = self.config.endpoints
+        failures: list[ConnectError | HelloRefused] = []
+        for step in range(len(endpoints)):
+            self.server_index = (first + step) % len(endpoints)
+            self.skipped = [str(exc) for exc in failures]  # known when ONLINE is announced
+            try:
+                welcome = await self._connect()
+            except ConnectError as exc:
+                failures.append(exc)
+            except HelloRefused as exc:
+                if refusals_final and exc.code not in ELSEWHERE_REFUSALS:
+                    raise
+                several = len(endpoints) > 1  # then say which server refused
+                where = f"{exc.message} ({self.address})" if several else exc.message
+                failures.append(HelloRefused(exc.code, where))
+            else:
+                return welcome
+        if len(failures) == 1:
+            raise failures[0]
+        if all(isinstance(exc, HelloRefused) for exc in failures):
+            raise failures[-1]
+        raise ConnectError("; ".join(str(exc) for exc in failures))
+
     async def _connect(self) -> Welcome:
+        """One server (``config.endpoints[server_index]``): connect and say hello."""
+        self.node = None
         self._set_status(Status.CONNECTING, self.address)
+        host, port = self.config.endpoints[self.server_index]
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    self.config.host, self.config.port, ssl=self._ssl_context()
-                ),
+                asyncio.open_connection(host, port, ssl=self._ssl_context()),
                 CONNECT_TIMEOUT,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -411,9 +482,10 @@ class Session:
             self._drop()
             raise
         self.welcome = event
+        self.node = welcome_node(event)
         self._last_pong = time.monotonic()
         self._ping_refs.clear()
-        self._set_status(Status.ONLINE, self.address)
+        self._set_status(Status.ONLINE, self.server_label)
         self._deliver(event)
         pending, self._pending = self._pending, []
         for frame in pending:
@@ -511,4 +583,6 @@ __all__ = [
     "Status",
     "Tracker",
     "backoff_delays",
+    "format_address",
+    "welcome_node",
 ]

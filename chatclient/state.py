@@ -299,15 +299,22 @@ class ChatState:
     # ------------------------------------------------------------- connection
 
     def connection(self, status: str, detail: str = "") -> None:
-        """Record a connection change; a drop and the return are marked in every pane."""
+        """Record a connection change; a drop and the return are marked in every pane.
+
+        While connecting and once online, ``detail`` names the server
+        (``host:port``, and its node once welcomed): the status bar shows it.
+        """
+        if status in ("connecting", "online") and detail:
+            self.server = detail
         if status == "offline" and self.status == "online":
             self._dropped = True
             for pane in self.panes.values():
                 pane.add(Line(Kind.GAP, now_ts(), f"connection lost ({detail})"))
         elif status == "online" and self._dropped:
             self._dropped = False
+            where = f" to {detail}" if detail else ""
             for pane in self.panes.values():
-                pane.add(Line(Kind.GAP, now_ts(), "reconnected; what was missed follows"))
+                pane.add(Line(Kind.GAP, now_ts(), f"reconnected{where}; what was missed follows"))
         self.status = status
 
     # ------------------------------------------------------------- input help

@@ -55,7 +55,15 @@ from chatserver.protocol import (
 from chatserver.render import escape
 
 from .render import line_fragments
-from .session import ConnectError, ConnectionLost, HelloRefused, Session, SessionConfig, Status
+from .session import (
+    ConnectError,
+    ConnectionLost,
+    HelloRefused,
+    Session,
+    SessionConfig,
+    Status,
+    format_address,
+)
 from .state import ChatState, Kind, dm_key
 
 STYLE = Style.from_dict(
@@ -124,7 +132,7 @@ class ChatApp:
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
-        self.state = ChatState(config.name, f"{config.host}:{config.port}")
+        self.state = ChatState(config.name, format_address(*config.endpoints[0]))
         self.session = Session(config, self.on_event, self.on_status)
         self.bell = bell
         self.show_members = True
@@ -226,7 +234,8 @@ class ChatApp:
         pane = state.current_pane
         parts: StyleAndTextTuples = [
             ("class:status.online" if online else "class:status.offline", f" [{state.status}]"),
-            ("", f" {state.server} │ {escape(pane.title) if pane else '-'} │ {escape(state.me)}"),
+            ("", f" {escape(state.server)} │ {escape(pane.title) if pane else '-'}"),
+            ("", f" │ {escape(state.me)}"),
             ("", f" │ lag {lag * 1000:.0f} ms" if lag is not None else ""),
         ]
         if pane is not None and pane.scroll:
@@ -458,6 +467,8 @@ class ChatApp:
         except HelloRefused as exc:
             print(f"chatclient: refused by the server: {exc.message} ({exc.code})", file=sys.stderr)
             return 3
+        if self.session.skipped:  # the first servers listed did not take us
+            self.state.note(f"{'; '.join(self.session.skipped)}; connected to {self.state.server}")
         self.app.create_background_task(self._network())
         self.app.create_background_task(self.session.keepalive())
         self.app.create_background_task(self._first_ping())

@@ -46,6 +46,10 @@ class Settings:
     loop: str = "auto"
     shutdown_timeout: float = 4.0
     close_linger: float = 10.0  # how long a closed client may take to read its last bytes
+    redis: str | None = None  # cluster mode: the shared log and names live in this Redis
+    node: str | None = None  # welcome.node; the host name and port by default
+    node_timeout: float = 10.0  # a process silent this long is taken for dead (cluster)
+    redis_keep: int = 100_000  # log entries Redis keeps (older ones are in each archive)
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "for framed JSON, framed plain-text and line-mode (netcat/telnet) clients.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Exit status: 0 stopped cleanly, 1 cannot listen, 2 usage error, "
-        "3 the history database cannot be used, 4 the TLS certificate or key cannot be used.",
+        "3 the history database cannot be used, 4 the TLS certificate or key cannot be used, "
+        "5 --redis cannot be reached.",
     )
     add = p.add_argument
     add("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
@@ -147,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "asyncio", "uvloop"],
         help="event loop: auto uses uvloop when installed",
     )
+    add(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get("CHATSERVER_REDIS") or None,
+        help="cluster mode: share one chat with every server on this Redis "
+        "(redis://host:port/db; or $CHATSERVER_REDIS); needs chatserver[cluster]",
+    )
+    add("--node", metavar="NAME", help="this process's name in the cluster (default: host:port)")
+    add(
+        "--node-timeout",
+        type=_positive_float,
+        default=d.node_timeout,
+        help="seconds after which a silent server is taken for dead and its users freed",
+    )
+    add(
+        "--redis-keep",
+        type=_positive_int,
+        default=d.redis_keep,
+        help="log entries kept in Redis (older history is in each server's --db)",
+    )
     add("--version", action="version", version=f"chatserver {__version__}")
     return p
 
@@ -165,6 +190,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         settings.tls_port = DEFAULT_TLS_PORT
     if settings.tls_port is not None and not settings.tls_cert:
         parser.error("--tls-port needs --tls-cert and --tls-key")
+    if settings.redis is not None and not settings.redis.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        parser.error(f"--redis {settings.redis}: expected redis://HOST:PORT/DB")
+    if settings.node is not None and not (
+        0 < len(settings.node) <= 64 and settings.node.isprintable()
+    ):
+        parser.error("--node: 1 to 64 printable characters")
     return settings
 
 

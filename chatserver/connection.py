@@ -65,6 +65,7 @@ class Connection:
         "key",
         "kind",
         "name",
+        "on_ready",
         "out",
         "paused",
         "peer",
@@ -72,6 +73,7 @@ class Connection:
         "rooms",
         "session",
         "transport",
+        "wait",
     )
 
     def __init__(
@@ -94,6 +96,10 @@ class Connection:
         self.held = 0  # bytes waiting in the queue
         self.paused = False  # the transport is over its high-water mark
         self.closing = False
+        # Requests sent to a shared log and not back yet (a cluster): until they
+        # are, nothing more is read, so that answers keep the requests' order.
+        self.wait = 0
+        self.on_ready: Callable[[], None] | None = None
         # Given by a hub whose output waits for the disk: it may take over the
         # close, to send the last bytes once they may be sent.
         self._closer = closer
@@ -347,6 +353,12 @@ class ConnectionHandler(asyncio.Protocol):
             pause = self._on_unit(unit)
             if conn.closing:
                 self._finish("closed by server")
+                return
+            if conn.wait:
+                # Gone to the shared log: the next request waits for its answer.
+                conn.transport.pause_reading()
+                self._held = True
+                conn.on_ready = self._release
                 return
             if pause:  # over its rate: stop reading this client for a while
                 conn.transport.pause_reading()

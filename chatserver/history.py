@@ -34,6 +34,19 @@ class HistoryStore(Protocol):
         """Keep a message the server accepted (before anyone is sent it)."""
         ...
 
+    def keep(self, msg: MsgEvent) -> None:
+        """Archive a message of a cluster's shared log under the log's id
+        (skipped if not newer than the last kept: a re-read)."""
+        ...
+
+    def add_gap(self, after: int, upto: int) -> None:
+        """The shared log lost what lay between these ids."""
+        ...
+
+    def gap_since(self, since: int) -> bool:
+        """Whether a gap lies after ``since``: a resume from it is not provably whole."""
+        ...
+
     def page(self, room: str, before: int | None, limit: int) -> tuple[list[MsgEvent], bool]:
         """Up to ``limit`` messages older than ``before`` (newest if None), oldest
         first, and whether still older ones exist."""
@@ -100,10 +113,23 @@ class MemoryHistory:
         self.per_room = per_room
         self._rooms: dict[str, deque[Row]] = {}
         self._last_id = 0
+        self._gaps: list[tuple[int, int]] = []
 
     def allocate_id(self) -> int:
         self._last_id += 1
         return self._last_id
+
+    def keep(self, msg: MsgEvent) -> None:
+        if msg.id > self._last_id:
+            self._last_id = msg.id
+            self.append(msg)
+
+    def add_gap(self, after: int, upto: int) -> None:
+        self._gaps.append((after, upto))
+        del self._gaps[:-100]
+
+    def gap_since(self, since: int) -> bool:
+        return any(upto > since for _, upto in self._gaps)
 
     def append(self, msg: MsgEvent) -> None:
         room = self._rooms.get(msg.room)

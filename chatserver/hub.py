@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .encoding import encode_event
 from .history import HistoryStore, HistoryUnavailable
+from .log import LocalLog, LocalNames, MessageLog, NameRegistry
 from .outbox import Pages, drain, enqueue, hold
 from .protocol import (
     HEADER_LEN,
@@ -68,14 +69,22 @@ _MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's orde
 
 
 class Room:
-    """A room's members, grouped by the kind of bytes they are sent."""
+    """A room's members, grouped by the kind of bytes they are sent.
 
-    __slots__ = ("by_kind", "members", "name")
+    ``members`` are this process's connections; ``remote``, in a cluster, the
+    members connected to other processes (name key -> name), sent nothing here.
+    """
+
+    __slots__ = ("by_kind", "members", "name", "remote")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[Connection, None] = {}  # an ordered set
         self.by_kind: tuple[dict[Connection, None], ...] = tuple({} for _ in _KINDS)
+        self.remote: dict[str, str] = {}
+
+    def size(self) -> int:
+        return len(self.members) + len(self.remote)
 
     def add(self, conn: Connection) -> None:
         self.members[conn] = None
@@ -86,17 +95,44 @@ class Room:
         self.by_kind[conn.kind].pop(conn, None)
 
 
+class RemoteUser:
+    """A user connected to another process of the cluster, as the log told us."""
+
+    __slots__ = ("name", "node", "rooms")
+
+    def __init__(self, name: str, node: str, rooms: Iterable[str]) -> None:
+        self.name = name
+        self.node = node
+        self.rooms: dict[str, None] = dict.fromkeys(rooms)
+
+
 class Hub:
     def __init__(
-        self, settings: Settings, store: HistoryStore, loop: asyncio.AbstractEventLoop
+        self,
+        settings: Settings,
+        store: HistoryStore,
+        loop: asyncio.AbstractEventLoop,
+        log: MessageLog | None = None,
+        names: NameRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.node = settings.node or ""  # welcome.node (the server sets the default)
+        # The seams of shared state (log.py): local ones apply within the
+        # request; a cluster's come back through the shared log.
+        self.log: MessageLog = log if log is not None else LocalLog(store)
+        self.names: NameRegistry = names if names is not None else LocalNames(self)
+        for seam in (self.log, self.names):
+            bind = getattr(seam, "bind", None)
+            if bind is not None:
+                bind(self)
         self._call_soon = loop.call_soon
         self._time = loop.time
         # With a durable store, output waits for the commit of the messages in
         # it (persist, then fan out): one batch commits while the next grows.
-        self._durable = store.durable
+        # (In a cluster the log is what must have it first; the store is each
+        # process's archive of the log, written behind.)
+        self._durable = store.durable and not self.log.shared
         self._committing = False
         self._closes: list[tuple[Connection, bytes]] = []  # closes waiting for a commit
         self.closer = self._defer_close if self._durable else None
@@ -115,7 +151,8 @@ class Hub:
         self._backoff = RETRY_FIRST
         self._refused = 0
         self._write_failures = Throttle()  # the first at once, then a line a minute
-        self.users: dict[str, Connection] = {}  # name key -> connection
+        self.users: dict[str, Connection] = {}  # name key -> connection, this process's
+        self.remote: dict[str, RemoteUser] = {}  # name key -> user on another process
         self.rooms: dict[str, Room] = {}
         self._room_names: list[str] = []  # the keys of rooms, sorted: `rooms` pages it
         # Users whose connection dropped: their name and rooms kept for their
@@ -431,36 +468,73 @@ class Hub:
     def hello(self, conn: Connection, hello: Hello) -> None:
         """Register a connection under its name and join its rooms.
 
-        Raises ProtocolError (fatal for the caller) when the name is refused.
+        Raises ProtocolError (fatal for the caller) when the name is refused
+        at once; a cluster's registry may refuse later (``refused_hello``).
         """
-        key = name_key(hello.name)
-        ghost = self.users.get(key)
-        if ghost is not None and not (
-            hello.session
-            and ghost.session
-            and secrets.compare_digest(ghost.session.encode(), hello.session.encode())
-        ):
-            if ghost in self._away:
-                raise ProtocolError(
-                    ErrorCode.NAME_TAKEN,
-                    f"the name {hello.name} is kept for its owner for a while"
-                    f" ({self._away[ghost][1]})",
-                )
-            raise ProtocolError(ErrorCode.NAME_TAKEN, f"the name {hello.name} is taken")
-        kept = list(ghost.rooms) if ghost is not None else []
-        wanted = [r for r in hello.rooms if r not in kept]
-        if len(kept) + len(wanted) > self.settings.max_rooms:
+        if len(hello.rooms) > self.settings.max_rooms:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms a client"
             )
-        conn.name = hello.name
-        conn.key = key
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
+        self.names.claim(conn, hello)
+
+    @staticmethod
+    def same_session(held: str | None, given: str | None) -> bool:
+        """Whether ``given`` is the session token of the name's holder."""
+        return bool(held and given and secrets.compare_digest(held.encode(), given.encode()))
+
+    def taken_message(self, name: str, ghost: Connection | None = None) -> str:
+        away = self._away.get(ghost) if ghost is not None else None
+        if away is not None:
+            return f"the name {name} is kept for its owner for a while ({away[1]})"
+        return f"the name {name} is taken"
+
+    def check_rooms(self, kept: list[str], hello: Hello) -> None:
+        wanted = sum(1 for r in hello.rooms if r not in kept)
+        if len(kept) + wanted > self.settings.max_rooms:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms a client"
+            )
+
+    def refused_hello(self, conn: Connection, error: ProtocolError, ref: Ref) -> None:
+        """The registry refused the name after all (a cluster answers later)."""
+        log.info("%s: hello refused: %s", conn, error)
+        conn.session = None
+        conn.close(error=ErrorEvent(code=error.code.value, message=error.message, ref=ref))
+
+    def claimed(
+        self,
+        conn: Connection,
+        hello: Hello,
+        key: str,
+        kept: list[str],
+        ghost: Connection | None,
+        ts: str | None = None,
+    ) -> None:
+        """The name is ``conn``'s: welcome it, give it its rooms and their history.
+
+        ``kept`` are the rooms it had (a take-over with its session token):
+        nobody sees a leave or join for those. ``ghost`` is the connection it
+        takes over, when that one is on this process.
+        """
+        ts = ts or now_ts()
+        wanted = [r for r in hello.rooms if r not in kept]
+        conn.name = hello.name
+        conn.key = key
         self.users[key] = conn
         waiting: list[DmEvent] = []
         if ghost is not None:
             waiting = self._take_over(ghost, conn)
+        moved = self.remote.pop(key, None)
+        for room_name in kept:  # held on another process until now
+            if room_name not in conn.rooms:
+                room = self._room(room_name)
+                room.remote.pop(key, None)
+                room.add(conn)
+                conn.rooms[room_name] = None
+        if moved is not None:
+            log.info("%s: taken over from %s", conn, moved.node)
         self.send_event(
             conn,
             Welcome(
@@ -472,16 +546,56 @@ class Hub:
                 session=conn.session,
                 motd=self.settings.motd,
                 ref=hello.ref,
+                node=self.node or None,
             ),
         )
         for event in waiting:  # sent while it was away, oldest first
             self.send_event(conn, event)
         for room in kept:
-            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=now_ts()))
+            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=ts))
             self._replay(conn, room, hello.since.get(room), None)
         for room in wanted:
-            self._add_member(conn, room)
+            self._add_member(conn, room, ts)
             self._replay(conn, room, hello.since.get(room), None)
+
+    def delivered_online(
+        self, key: str, name: str, node: str, kept: list[str], joined: list[str], ts: str
+    ) -> None:
+        """A user came online on another process (or took its name over there)."""
+        ghost = self.users.get(key)
+        if ghost is not None:
+            self._detach(ghost)
+            ghost.close("replaced")
+        user = self.remote.get(key)
+        if user is None:
+            user = self.remote[key] = RemoteUser(name, node, ())
+        user.name = name
+        user.node = node
+        for room_name in kept:
+            self._room(room_name).remote[key] = name
+            user.rooms[room_name] = None
+        for room_name in joined:
+            room = self._room(room_name)
+            room.remote[key] = name
+            user.rooms[room_name] = None
+            self.broadcast(room, JoinEvent(room=room_name, name=name, ts=ts))
+
+    def _detach(self, conn: Connection) -> None:
+        """Forget a connection without a word to anyone (its name lives on elsewhere)."""
+        away = self._away.pop(conn, None)
+        if away is not None:
+            away[0].cancel()
+        if conn.key is not None and self.users.get(conn.key) is conn:
+            del self.users[conn.key]
+        conn.key = None
+        for room_name in conn.rooms:
+            room = self.rooms.get(room_name)
+            if room is not None:
+                room.remove(conn)
+                if not room.size():
+                    self._forget_room(room_name)
+        conn.rooms.clear()
+        log.info("%s: replaced on another server", conn)
 
     def _take_over(self, ghost: Connection, conn: Connection) -> list[DmEvent]:
         """The same user on a new connection: rooms move over, nobody sees a
@@ -551,14 +665,20 @@ class Hub:
             log.info("%s: did not come back; the name is free", conn)
             self.disconnect(conn, away[1])
 
-    def _add_member(self, conn: Connection, room_name: str) -> None:
+    def _room(self, room_name: str) -> Room:
         room = self.rooms.get(room_name)
         if room is None:
             room = self.rooms[room_name] = Room(room_name)
             bisect.insort(self._room_names, room_name)
+        return room
+
+    def _add_member(self, conn: Connection, room_name: str, ts: str | None = None) -> None:
+        room = self._room(room_name)
+        if room.remote and conn.key is not None:
+            room.remote.pop(conn.key, None)
         room.add(conn)
         conn.rooms[room_name] = None
-        self.broadcast(room, JoinEvent(room=room_name, name=conn.name, ts=now_ts()))
+        self.broadcast(room, JoinEvent(room=room_name, name=conn.name, ts=ts or now_ts()))
 
     def _remove_member(
         self, conn: Connection, room_name: str, reason: str, *, tell_leaver: bool
@@ -569,10 +689,22 @@ class Hub:
             self.broadcast(room, event)
         room.remove(conn)
         del conn.rooms[room_name]
-        if not room.members:
+        if not room.size():
             self._forget_room(room_name)
         elif not tell_leaver:
             self.broadcast(room, event)
+
+    def _remove_remote(self, key: str, name: str, room_name: str, reason: str) -> None:
+        room = self.rooms.get(room_name)
+        if room is None or room.remote.pop(key, None) is None:
+            return
+        user = self.remote.get(key)
+        if user is not None:
+            user.rooms.pop(room_name, None)
+        if not room.size():
+            self._forget_room(room_name)
+        else:
+            self.broadcast(room, LeaveEvent(room=room_name, name=name, ts=now_ts(), reason=reason))
 
     def _forget_room(self, room_name: str) -> None:
         del self.rooms[room_name]
@@ -586,11 +718,49 @@ class Hub:
         away = self._away.pop(conn, None)
         if away is not None:
             away[0].cancel()
-        if self.users.get(conn.key) is conn:
-            del self.users[conn.key]
+        self.names.release(conn, reason)
+
+    def hand_off(self, conn: Connection, node: str) -> None:
+        """A connection gone whose name the shared log still holds: until the
+        log's release comes back, it is a member as if held elsewhere."""
+        key = conn.key
+        assert key is not None
+        if self.users.get(key) is conn:
+            del self.users[key]
+        self.remote[key] = RemoteUser(conn.name, node, conn.rooms)
+        for room_name in conn.rooms:
+            room = self.rooms[room_name]
+            room.remove(conn)
+            room.remote[key] = conn.name
+        conn.rooms = {}
         conn.key = None
-        for room_name in list(conn.rooms):
-            self._remove_member(conn, room_name, reason, tell_leaver=False)
+
+    def answered(self, conn: Connection) -> None:
+        """A request of ``conn`` is back from the shared log: it may go on."""
+        conn.wait -= 1
+        if not conn.wait and conn.on_ready is not None:
+            ready, conn.on_ready = conn.on_ready, None
+            self._call_soon(ready)
+
+    def gap(self, upto: int) -> None:
+        """Entries of the shared log before ``upto`` never reached this process:
+        everyone here is told, room by room, that what they saw is not whole."""
+        for room in self.rooms.values():
+            if room.members:
+                self.broadcast(room, HistoryReply(room.name, [], False, gap=True))
+
+    def released(self, key: str, name: str, rooms: list[str], reason: str) -> None:
+        """A name given up (its connection gone): its rooms are told ``reason``."""
+        conn = self.users.get(key)
+        if conn is not None and conn.name == name:
+            del self.users[key]
+            conn.key = None
+            for room_name in list(conn.rooms):
+                self._remove_member(conn, room_name, reason, tell_leaver=False)
+            return
+        user = self.remote.pop(key, None)
+        for room_name in rooms if user is None else list(user.rooms):
+            self._remove_remote(key, name, room_name, reason)
 
     def drop(self, conn: Connection, bye: str, reason: str) -> None:
         """Close a connection on the server's initiative, telling its rooms why.
@@ -616,53 +786,57 @@ class Hub:
     def say(self, conn: Connection, text: str, room: str | None, action: bool, ref: Ref) -> None:
         if self._retry_at:
             self._check_writable()
-        room_name = self._member_room(conn, room)
-        msg = MsgEvent(
-            id=self.store.allocate_id(),
-            ts=now_ts(),
-            room=room_name,
-            from_=conn.name,
-            text=text,
-            action=action,
-        )
-        self.store.append(msg)
-        self._accepted += len(text) + 200  # about the bytes each member is sent
+        self.log.say(conn, self._member_room(conn, room), text, action, ref)
+
+    def delivered_msg(self, msg: MsgEvent, origin: Connection | None, ref: Ref) -> None:
+        """A message the log has: to every member here, the sender's copy with its ref."""
+        room = self.rooms.get(msg.room)
+        if room is None:
+            return  # nobody here is in it
+        self._accepted += len(msg.text) + 200  # about the bytes each member is sent
         if self._committing and self._accepted >= self._hold_after:
             self.holding = True
-        self.broadcast(self.rooms[room_name], msg)
-        if ref is not None:
+        self.broadcast(room, msg)
+        if ref is not None and origin is not None and msg.room in origin.rooms and origin.out:
             # The sender's copy carries its ref; the broadcast just appended the
             # plain copy last to the sender's outbox, so swap that one.
-            echo = encode_event(
+            origin.out[-1] = encode_event(
                 MsgEvent(msg.id, msg.ts, msg.room, msg.from_, msg.text, msg.action, ref),
-                conn.kind,
+                origin.kind,
             )
-            conn.out[-1] = echo
 
     def dm(self, conn: Connection, to: str, text: str, action: bool, ref: Ref) -> None:
-        target = self.users.get(name_key(to))
-        if target is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"nobody called {to}")
-        away = self._away.get(target)
-        if away is not None and len(away[2]) >= AWAY_DMS:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, f"{target.name} is away, with {AWAY_DMS} messages waiting"
-            )
-        event = DmEvent(
-            id=self.store.allocate_id(),
-            ts=now_ts(),
-            from_=conn.name,
-            to=target.name,
-            text=text,
-            action=action,
-        )
-        if away is not None:
-            away[2].append(event)  # delivered when it comes back
-            if conn.kind is not ClientKind.JSON:
-                self.send_event(conn, AwayEvent(name=target.name, text=away[1], ts=event.ts))
-        elif target is not conn:
-            self.send_event(target, event)
-        self.send_event(conn, DmEvent(event.id, event.ts, event.from_, event.to, text, action, ref))
+        key = name_key(to)
+        target = self.users.get(key)
+        if target is not None:
+            away = self._away.get(target)
+            if away is not None and len(away[2]) >= AWAY_DMS:
+                raise ProtocolError(
+                    ErrorCode.UNAVAILABLE,
+                    f"{target.name} is away, with {AWAY_DMS} messages waiting",
+                )
+            to = target.name
+        else:
+            user = self.remote.get(key)
+            if user is None:
+                raise ProtocolError(ErrorCode.NO_SUCH_USER, f"nobody called {to}")
+            to = user.name
+        self.log.dm(conn, key, to, text, action, ref)
+
+    def delivered_dm(self, event: DmEvent, key: str, origin: Connection | None, ref: Ref) -> None:
+        """A direct message the log has: to its addressee if here, and the sender's copy."""
+        target = self.users.get(key)
+        if target is not None:
+            away = self._away.get(target)
+            if away is not None:
+                away[2].append(event)  # delivered when it comes back
+                if origin is not None and origin.kind is not ClientKind.JSON:
+                    self.send_event(origin, AwayEvent(name=target.name, text=away[1], ts=event.ts))
+            elif target is not origin:
+                self.send_event(target, event)
+        if origin is not None and origin.key is not None:
+            e = event
+            self.send_event(origin, DmEvent(e.id, e.ts, e.from_, e.to, e.text, e.action, ref))
 
     def join(self, conn: Connection, room: str, ref: Ref) -> None:
         if room in conn.rooms:
@@ -670,32 +844,73 @@ class Hub:
             del conn.rooms[room]
             conn.rooms[room] = None
             self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=now_ts()))
-        else:
-            if len(conn.rooms) >= self.settings.max_rooms:
-                raise ProtocolError(
-                    ErrorCode.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms a client"
-                )
-            self._add_member(conn, room)
-        self._replay(conn, room, None, ref)
+            self._replay(conn, room, None, ref)
+            return
+        if len(conn.rooms) >= self.settings.max_rooms:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms a client"
+            )
+        self.log.join(conn, room, ref)
+
+    def delivered_join(
+        self, room: str, key: str, name: str, origin: Connection | None, ref: Ref, ts: str = ""
+    ) -> None:
+        if origin is not None:
+            if origin.key is None or room in origin.rooms:
+                return  # gone meanwhile (its release follows in the log)
+            self._add_member(origin, room, ts)
+            self._replay(origin, room, None, ref)
+            return
+        if key in self.users:
+            return  # ours: it came with its origin
+        r = self._room(room)
+        r.remote[key] = name
+        user = self.remote.get(key)
+        if user is not None:
+            user.rooms[room] = None
+        self.broadcast(r, JoinEvent(room=room, name=name, ts=ts or now_ts()))
 
     def leave(self, conn: Connection, room: str | None, reason: str | None) -> None:
-        room_name = self._member_room(conn, room)
-        self._remove_member(conn, room_name, reason or "", tell_leaver=True)
+        self.log.leave(conn, self._member_room(conn, room), reason or "")
+
+    def delivered_leave(self, room: str, key: str, name: str, reason: str) -> None:
+        conn = self.users.get(key)
+        if conn is not None:
+            if room in conn.rooms:
+                self._remove_member(conn, room, reason, tell_leaver=True)
+            return
+        self._remove_remote(key, name, room, reason)
 
     def nick(self, conn: Connection, new: str) -> None:
-        key = name_key(new)
-        holder = self.users.get(key)
-        if holder is not None and holder is not conn:
-            raise ProtocolError(ErrorCode.NAME_TAKEN, f"the name {new} is taken")
-        old = conn.name
-        if new == old:
+        if new == conn.name:
             return
-        del self.users[conn.key]
-        self.users[key] = conn
-        conn.key = key
-        conn.name = new
+        self.names.rename(conn, new)
+
+    def renamed(self, old_key: str, new_key: str, old: str, new: str) -> None:
+        """A name changed: everyone here who shares a room with it is told."""
         event = NickEvent(old=old, new=new, ts=now_ts())
-        for peer in self._peers(conn):
+        conn = self.users.get(old_key)
+        if conn is not None and conn.name == old:
+            del self.users[old_key]
+            self.users[new_key] = conn
+            conn.key = new_key
+            conn.name = new
+            peers: Iterable[Connection] = self._peers(conn)
+        else:
+            user = self.remote.pop(old_key, None)
+            if user is None:
+                return
+            user.name = new
+            self.remote[new_key] = user
+            seen: dict[Connection, None] = {}
+            for room_name in user.rooms:
+                room = self.rooms.get(room_name)
+                if room is not None:
+                    room.remote.pop(old_key, None)
+                    room.remote[new_key] = new
+                    seen.update(room.members)
+            peers = seen
+        for peer in peers:
             self.send_event(peer, event)
 
     def _peers(self, conn: Connection) -> Iterable[Connection]:
@@ -711,7 +926,9 @@ class Hub:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room {room}")
-        names = sorted((m.name for m in room_obj.members), key=str.casefold)
+        names = [m.name for m in room_obj.members]
+        names += room_obj.remote.values()
+        names.sort(key=str.casefold)
         away = {m.name: self._away[m][1] for m in room_obj.members if m in self._away}
         self.send_event(conn, WhoReply(room=room, names=names, ref=ref, away=away or None))
 
@@ -734,7 +951,7 @@ class Hub:
             if size + entry > budget:
                 break
             size += entry
-            infos.append(RoomInfo(name=room.name, members=len(room.members)))
+            infos.append(RoomInfo(name=room.name, members=room.size()))
             end += 1
         yield encode_event(
             RoomsReply(rooms=infos, more=end < len(names), ref=ref), conn.kind, conn.name
@@ -870,6 +1087,7 @@ class Hub:
             conn.key = None  # nobody is told of leaves: everyone is going
             conn.close("shutdown")
         self.users.clear()
+        self.remote.clear()
         self.rooms.clear()
         self._room_names.clear()
 

@@ -29,6 +29,7 @@ from .listener import (
     open_sockets,
     raise_open_file_limit,
 )
+from .log import ClusterError
 from .ratelog import RateLimitedLog
 from .sqlite_history import HistoryError, SQLiteHistory
 from .tls import TLSError, server_context
@@ -63,6 +64,7 @@ class ChatServer:
         self.tls_address: tuple[str, int] | None = None
         self.store = store if store is not None else open_store(settings)
         self.hub: Hub | None = None
+        self.cluster: Any = None  # the RedisLink, in cluster mode
         self.connections: dict[Connection, asyncio.Task[None]] = {}  # past the handshake
         self._tasks: set[asyncio.Task[None]] = set()  # one per accepted socket, until it closes
         self.admitted = 0  # connections counted against the limits
@@ -78,13 +80,26 @@ class ChatServer:
 
     async def start(self) -> None:
         set_linger(self.settings.close_linger, self.settings.sendq)
-        self.hub = Hub(self.settings, self.store, asyncio.get_running_loop())
+        log_seam = names = None
+        if self.settings.redis:
+            from .redis_log import RedisLink  # only in cluster mode: no Redis import otherwise
+
+            log_seam = names = self.cluster = RedisLink(self.settings, self.store)
+        self.hub = Hub(self.settings, self.store, asyncio.get_running_loop(), log_seam, names)
+        if self.cluster is not None:
+            # The node's name is known before its port: a default one is set
+            # from the port the first listener got (below).
+            self.hub.node = self.settings.node or ""
         self._spare = SpareDescriptor()
         self._handshakes = asyncio.Semaphore(self.settings.max_handshakes)
         try:
             for sock in await open_sockets(self.settings.host, self.settings.port):
                 self._listen(sock, tls=False)
             self.address = self._listeners[0].address
+            if not self.hub.node:
+                self.hub.node = f"{socket.gethostname()}:{self.address[1]}"
+            if self.cluster is not None:
+                await self.cluster.start()  # the chat as it is now, before anyone is let in
             if self.tls is not None:
                 # The same hub, limits and handlers; TLS underneath.
                 port = self.settings.tls_port if self.settings.tls_port is not None else 5501
@@ -316,6 +331,8 @@ class ChatServer:
                 await asyncio.wait(pending, timeout=1)
         self._refusals.close()
         self._no_descriptors.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.store.close()
 
 
@@ -367,7 +384,13 @@ def open_store(settings: Settings) -> HistoryStore:
     """The history store the settings ask for (raises HistoryError)."""
     if settings.db == ":memory:":
         return MemoryHistory(settings.history_max)
-    return SQLiteHistory(settings.db, settings.history_max, settings.history_days, settings.fsync)
+    return SQLiteHistory(
+        settings.db,
+        settings.history_max,
+        settings.history_days,
+        settings.fsync,
+        clock_floor=settings.redis is None,  # a cluster's archive keeps the log's ids
+    )
 
 
 def _stop_signals() -> list[signal.Signals]:
@@ -477,4 +500,7 @@ def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen on %s", exc.strerror or exc)
         return 1
+    except ClusterError as exc:
+        log.error("%s", exc)
+        return 5
     return 0

@@ -279,6 +279,7 @@ class SQLiteHistory:
         per_room: int = 10_000,
         max_days: float | None = None,
         fsync: bool = False,
+        clock_floor: bool = True,
     ) -> None:
         self.path = Path(path)
         self.per_room = per_room
@@ -310,7 +311,10 @@ class SQLiteHistory:
             # The room index: every row up to _indexed is in room_ids, on disk;
             # _indexing runs ahead of it inside a commit until the commit is done.
             self._indexed = self._indexing = int(row[1])
-            self._last_id = self._start_ids(int(row[0]))
+            # An archive of a cluster's log keeps the log's ids: no floor of its own.
+            self._last_id = self._start_ids(int(row[0])) if clock_floor else int(row[0])
+            gaps = self._read.execute("SELECT value FROM meta WHERE key = 'gaps'").fetchone()
+            self._gaps: list[list[int]] = loads(gaps[0]) if gaps else []
         except (sqlite3.Error, HistoryError) as exc:
             self._read.close()
             self._unlock()
@@ -439,6 +443,26 @@ class SQLiteHistory:
         if tail is None:
             tail = self._tails[msg.room] = deque()
         tail.append(row)
+
+    def keep(self, msg: MsgEvent) -> None:
+        """Archive a message of a shared log, under the log's id (once: one
+        read again after a restart is skipped)."""
+        if msg.id > self._last_id:
+            self._last_id = msg.id
+            self.append(msg)
+
+    def add_gap(self, after: int, upto: int) -> None:
+        """The log lost what lay between these ids: resumes across it say so."""
+        self._gaps.append([after, upto])
+        del self._gaps[:-100]
+        with self._read:
+            self._read.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('gaps', ?)",
+                (dumps(self._gaps).decode(),),
+            )
+
+    def gap_since(self, since: int) -> bool:
+        return any(upto > since for _, upto in self._gaps)
 
     def has_pending(self) -> bool:
         """Whether ids were handed out since the last :meth:`commit`."""

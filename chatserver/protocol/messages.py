@@ -155,6 +155,7 @@ class Welcome:
     limits: dict[str, int]
     session: str | None = None
     motd: str | None = None
+    node: str | None = None  # the process of a cluster the client is connected to (§9.5)
     ref: Ref = None
 
 
@@ -237,6 +238,7 @@ class HistoryReply:
     messages: list[MsgEvent]
     more: bool
     ref: Ref = None
+    gap: bool | None = None  # True when the reply cannot be proven complete (9.5)
 
 
 @dataclass(slots=True)

@@ -4,45 +4,12 @@ and shows what was said while it was away exactly once."""
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from chatserver.config import build_parser
-from tests.client.conftest import spawn_client
+from tests.client.conftest import Lines, spawn_client
 from tests.helpers import Client, ProcessServer
-
-TIMEOUT = 10.0
-
-
-class Lines:
-    """The lines of a stream, read by a thread so that waits can time out."""
-
-    def __init__(self, stream: Any) -> None:
-        self.queue: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            self.queue.put(line)
-
-    def wait(self, needle: str, timeout: float = TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        for line in self.seen:
-            if needle in line:
-                return line
-        while True:
-            try:
-                line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"never saw {needle!r}; saw {self.seen}") from None
-            self.seen.append(line)
-            if needle in line:
-                return line
 
 
 def server_args(tmp_path: Path) -> list[str]:
