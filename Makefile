@@ -15,6 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	-$(BIN)/python -m pip install --quiet -e '.[fast]'
+	-$(BIN)/python -m pip install --quiet -e '.[cluster]'
 	touch $@
 
 run: $(VENV)/.installed

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -223,12 +222,22 @@ class LineClient:
 
 
 class ProcessServer:
-    """``python -m chatserver`` as a real process; the port is read from its log."""
+    """``python -m chatserver`` as a real process; the port is read from its log.
+
+    Its log (stderr) is read in the background from the start, so a chatty
+    server never blocks on a full pipe; :meth:`wait_log` waits for the next
+    line that matches.
+    """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         if not any(a == "--db" or a.startswith("--db=") for a in args):  # never the user's file
             args = (*args, "--db", ":memory:")
         cmd = [sys.executable, "-m", "chatserver", "--port", "0", "--loop", "asyncio", *args]
+        self._launch(cmd, env)
+
+    def _launch(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``cmd``, read its log from now on, and learn its port from it."""
+        self.cmd, self.env = cmd, env
         self.proc = subprocess.Popen(
             cmd,
             stderr=subprocess.PIPE,
@@ -237,34 +246,50 @@ class ProcessServer:
             env={**os.environ, **(env or {})},
         )
         self.log: list[str] = []
-        self._lines: Iterator[str] = iter(self.proc.stderr)  # type: ignore[arg-type]
+        self._cursor = 0  # wait_log looks at the lines from here on
+        self._eof = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read_log, daemon=True).start()
         line = self.wait_log(r"listening on")
         match = re.search(r"listening on (\S+):(\d+)", line)
         assert match, line
         self.port = int(match.group(2))
 
-    def wait_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
-        """Block until a log line matches (the reading is bounded by a timer kill)."""
-        timer = threading.Timer(timeout, self.proc.kill)
-        timer.start()
-        try:
-            for line in self._lines:
+    def _read_log(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            with self._changed:
                 self.log.append(line)
-                if re.search(pattern, line):
-                    return line
-        finally:
-            timer.cancel()
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    def wait_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        """The next log line (after the last one matched) that matches."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                while self._cursor < len(self.log):
+                    line = self.log[self._cursor]
+                    self._cursor += 1
+                    if re.search(pattern, line):
+                        return line
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    break
+                self._changed.wait(left)
         raise AssertionError(f"log never matched {pattern!r}: {''.join(self.log)}")
 
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        """Wait for the process to end and its log to be read to the end; its status."""
+        status = self.proc.wait(timeout)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._eof, timeout):
+                raise AssertionError("the log never ended")
+        return status
+
     def drain(self) -> None:
-        """Keep reading the log in the background, so a chatty server never
-        blocks on a full stderr pipe (a flood logs a line per connection)."""
-
-        def consume() -> None:
-            for line in self._lines:
-                self.log.append(line)
-
-        threading.Thread(target=consume, daemon=True).start()
+        """Nothing to do: the log is always read in the background (kept for callers)."""
 
     def rss_kib(self) -> int:
         """The server's resident set size in KiB, from /proc (Linux)."""

@@ -80,6 +80,25 @@ def server_supports(option: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(option)}\b", out) is not None
 
 
+def proc_rss_kib(pid: int) -> int | None:
+    """A process's VmRSS from /proc (Linux), in KiB."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (utime + stime of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -144,20 +163,11 @@ class ServerProcess:
 
     def rss_kib(self) -> int | None:
         """VmRSS from /proc (Linux), in KiB."""
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-        return int(match.group(1)) if match else None
+        return proc_rss_kib(self.pid)
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the server has used so far."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

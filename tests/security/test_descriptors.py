@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,15 +31,7 @@ class LimitedServer(ProcessServer):
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
             "runpy.run_module('chatserver', run_name='__main__')"
         )
-        cmd = [sys.executable, "-c", code, "--port", "0", "--db", ":memory:", *args]
-        self.proc = subprocess.Popen(
-            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        self.log: list[str] = []
-        self._lines = iter(self.proc.stderr)  # type: ignore[arg-type]
-        match = re.search(r"listening on (\S+):(\d+)", self.wait_log(r"listening on"))
-        assert match
-        self.port = int(match.group(2))
+        self._launch([sys.executable, "-c", code, "--port", "0", "--db", ":memory:", *args])
 
     def cpu_seconds(self) -> float:
         """User and system time the server has used so far (Linux /proc)."""
@@ -50,8 +41,8 @@ class LimitedServer(ProcessServer):
 
     def stop_and_read_log(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(TIMEOUT) == 0
-        return "".join(self.log) + self.proc.stderr.read()  # type: ignore[union-attr]
+        assert self.wait_exit() == 0
+        return "".join(self.log)
 
 
 @pytest.fixture

@@ -42,9 +42,9 @@ def test_graceful_shutdown(sig):
             assert not [e for e in events if e["type"] in ("leave", "error")], events
         assert nc.expect(r"-- bye \(shutdown\)").endswith("\r\n")
         assert idle.wait_closed() == []
-        assert proc.proc.wait(5) == 0
+        assert proc.wait_exit(5) == 0
         assert time.monotonic() - started < 5
-        log = "".join(proc.log) + proc.proc.stderr.read()
+        log = "".join(proc.log)
         assert "Traceback" not in log and "ERROR" not in log, log
         assert f"shutting down on {sig.name}" in log and "stopped" in log
         # Text of messages never reaches the log above DEBUG.
@@ -65,8 +65,8 @@ def test_log_lines_and_no_message_text():
         alice.wait_closed()
         proc.wait_log(r"127\.0\.0\.1:\d+ .*disconnect")
         proc.proc.send_signal(signal.SIGTERM)
-        assert proc.proc.wait(5) == 0
-        log = "".join(proc.log) + proc.proc.stderr.read()
+        assert proc.wait_exit(5) == 0
+        log = "".join(proc.log)
         assert "top secret" not in log
         assert "Traceback" not in log
         assert "bad_header" in log
@@ -85,8 +85,8 @@ def test_shutdown_while_a_client_is_throttled():
         proc.proc.send_signal(signal.SIGTERM)
         events = assert_closed(alice, "shutdown")
         assert not [e for e in events if e["type"] == "error"], events
-        assert proc.proc.wait(5) == 0
-        log = "".join(proc.log) + proc.proc.stderr.read()
+        assert proc.wait_exit(5) == 0
+        log = "".join(proc.log)
         assert "Traceback" not in log and "internal error" not in log, log
     finally:
         proc.stop()
@@ -105,8 +105,8 @@ def test_sighup_is_ignored_under_nohup():
         proc.proc.send_signal(signal.SIGHUP)  # discarded by the kernel: ignored
         proc.proc.send_signal(signal.SIGTERM)
         assert_closed(alice, "shutdown")
-        assert proc.proc.wait(5) == 0
-        log = "".join(proc.log) + proc.proc.stderr.read()
+        assert proc.wait_exit(5) == 0
+        log = "".join(proc.log)
         assert "shutting down on SIGTERM" in log and "SIGHUP" not in log, log
         alice.close()
     finally:
