@@ -281,10 +281,10 @@ class RedisLink:
 
     shared = True
 
-    def __init__(self, settings: Settings, store: HistoryStore, prefix: str = "chat") -> None:
+    def __init__(self, settings: Settings, store: HistoryStore) -> None:
         self.settings = settings
         self.store = store
-        self.prefix = prefix
+        self.prefix = prefix = settings.redis_prefix
         self.keys = [f"{prefix}:log", f"{prefix}:last", f"{prefix}:names", f"{prefix}:nodes"]
         self.pos = store.last_id()  # the last entry applied (the archive holds the messages)
         self.up = False  # Redis answers; while not, requests are refused `unavailable`
