@@ -595,13 +595,19 @@ class RedisLink:
         retry = RETRY_FIRST
         while not self._closed:
             try:
+                if not self.up:
+                    await self._reconnect()
                 await self._read(block=1000)
                 retry = RETRY_FIRST
             except (RedisError, OSError) as exc:
                 self._lost(exc)
+                log.debug("cluster: Redis not back yet: %s", exc)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
-                await self._reconnect()
+            except Exception:  # a bug of ours: logged, and the log goes on being read
+                log.exception("cluster: reading the log failed")
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
 
     async def _read(self, block: int | None, upto: int | None = None) -> bool:
         """Read and apply the next entries; whether there were any."""
@@ -785,37 +791,35 @@ class RedisLink:
             )
 
     async def _reconnect(self) -> None:
-        """Redis answers again: check what it kept, put back what it lost."""
-        try:
-            last = int(await self._client.get(self.keys[1]) or 0)
-            hub = self._hub
-            assert hub is not None
-            if last < self.pos:
-                log.error(
-                    "cluster: Redis came back without the log's end (its last id %d, ours %d):"
-                    " its data was lost; names are put back, ids go on above %d",
-                    last,
-                    self.pos,
-                    self.pos,
-                )
-            # Every name held here, back in the registry if it lost them.
-            args: list[Any] = [self.node]
-            for key, conn in hub.users.items():
-                holder = {
-                    "name": conn.name,
-                    "node": self.node,
-                    "session": conn.session or "",
-                    "rooms": list(conn.rooms) or [],
-                }
-                args += [key, dumps(holder)]
-            restored = await self._call("restore", args)
-            if restored:
-                log.warning("cluster: %d names put back into Redis", restored)
-            unreleased, self._unreleased = self._unreleased, []
-            for release_args in unreleased:
-                await self._call("release", release_args)
-        except (RedisError, OSError):
-            return
+        """Redis answers again: check what it kept, put back what it lost
+        (raises RedisError or OSError while it does not)."""
+        last = int(await self._client.get(self.keys[1]) or 0)
+        hub = self._hub
+        assert hub is not None
+        if last < self.pos:
+            log.error(
+                "cluster: Redis came back without the log's end (its last id %d, ours %d):"
+                " its data was lost; names are put back, ids go on above %d",
+                last,
+                self.pos,
+                self.pos,
+            )
+        # Every name held here, back in the registry if it lost them.
+        args: list[Any] = [self.node]
+        for key, conn in hub.users.items():
+            holder = {
+                "name": conn.name,
+                "node": self.node,
+                "session": conn.session or "",
+                "rooms": list(conn.rooms) or [],
+            }
+            args += [key, dumps(holder)]
+        restored = await self._call("restore", args)
+        if restored:
+            log.warning("cluster: %d names put back into Redis", restored)
+        while self._unreleased:
+            await self._call("release", self._unreleased[0])
+            del self._unreleased[0]
         self.up = True
         self._up_since = time.monotonic()
         self._lost_log.reset()
