@@ -48,7 +48,7 @@ class Settings:
     close_linger: float = 10.0  # how long a closed client may take to read its last bytes
     redis: str | None = None  # cluster mode: the shared log and names live in this Redis
     node: str | None = None  # welcome.node; the host name and port by default
-    node_timeout: float = 10.0  # a process silent this long is taken for dead (cluster)
+    node_timeout: float = 15.0  # a process silent this long is taken for dead (cluster)
     redis_prefix: str = "chat"  # the Redis keys' prefix: one Redis may hold several chats
     redis_keep: int = 100_000  # log entries Redis keeps (older ones are in each archive)
 

@@ -619,6 +619,8 @@ class RedisLink:
                 await self._read(block=1000)
                 retry = RETRY_FIRST
             except (RedisError, OSError) as exc:
+                if self.up and await self._answers():
+                    continue  # a stall of ours (a stopped process), not Redis lost
                 self._lost(exc)
                 log.debug("cluster: Redis not back yet: %s", exc)
                 await asyncio.sleep(retry)
@@ -627,6 +629,12 @@ class RedisLink:
                 log.exception("cluster: reading the log failed")
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
+
+    async def _answers(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), 1.0))
+        except (RedisError, OSError, TimeoutError):
+            return False
 
     async def _read(self, block: int | None, upto: int | None = None) -> bool:
         """Read and apply the next entries; whether there were any."""
