@@ -27,6 +27,9 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 	# The server and client suites again, on the durable SQLite history.
 	CHATSERVER_TEST_HISTORY=sqlite $(BIN)/python -m pytest -q tests/server tests/client tests/test_smoke.py $(ARGS)
+	# And the server suite on a one-process cluster: the same contract through
+	# Redis (skipped, in one line, without redis-server; CI requires it).
+	CHATSERVER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/server tests/test_smoke.py $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

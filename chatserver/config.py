@@ -49,6 +49,7 @@ class Settings:
     redis: str | None = None  # cluster mode: the shared log and names live in this Redis
     node: str | None = None  # welcome.node; the host name and port by default
     node_timeout: float = 10.0  # a process silent this long is taken for dead (cluster)
+    redis_prefix: str = "chat"  # the Redis keys' prefix: one Redis may hold several chats
     redis_keep: int = 100_000  # log entries Redis keeps (older ones are in each archive)
 
 
@@ -158,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CHATSERVER_REDIS") or None,
         help="cluster mode: share one chat with every server on this Redis "
         "(redis://host:port/db; or $CHATSERVER_REDIS); needs chatserver[cluster]",
+    )
+    add(
+        "--redis-prefix",
+        default=d.redis_prefix,
+        help="prefix of this chat's Redis keys (several chats may share one Redis)",
     )
     add("--node", metavar="NAME", help="this process's name in the cluster (default: host:port)")
     add(

@@ -8,6 +8,7 @@ it in :attr:`Connection.out` and flushes it once per event-loop turn.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections import deque
@@ -174,6 +175,11 @@ _DISPATCH: dict[type, Callable[[Hub, Connection, Any], None]] = {
 # What a request costs against the client's rate, in messages (1 when not
 # listed): a reply that reads the store or a big list, and a join (a
 # notice to every member and a replay of the backlog), cost what they make.
+# Requests a connection may send on before the shared log has answered the
+# last one: the log keeps their order, and they change nothing the next needs.
+_PIPELINED = frozenset({Say, Dm})
+_DEFERRED = object()  # a request put back until the log has answered
+
 _PRICES: dict[type, Callable[[Any], float]] = {
     Join: lambda r: 4.0,
     Leave: lambda r: 2.0,
@@ -194,6 +200,7 @@ class ConnectionHandler(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_defer",
         "_done",
         "_frame_timer",
         "_head",
@@ -201,6 +208,7 @@ class ConnectionHandler(asyncio.Protocol):
         "_hello_timer",
         "_last",
         "_password_ok",
+        "_pipelined",
         "_pos",
         "_refuse_why",
         "_refused",
@@ -235,6 +243,11 @@ class ConnectionHandler(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._held = False  # reading paused until the hub's commit is done
+        # With a shared log (a cluster): whether the last request may be followed
+        # before its answer is back (messages may: the log keeps their order),
+        # and whether the next one was put back to wait for it.
+        self._pipelined = False
+        self._defer = False
         self._password_ok = settings.password is None
         self._refused = False  # a wrong password: waiting out the delay
         self._tokens = float(settings.msg_burst)
@@ -354,11 +367,14 @@ class ConnectionHandler(asyncio.Protocol):
             if conn.closing:
                 self._finish("closed by server")
                 return
-            if conn.wait:
-                # Gone to the shared log: the next request waits for its answer.
+            if conn.wait and (self._defer or not self._pipelined):
+                # Gone to the shared log: the next request waits for its answer
+                # (and then for its rate, if over it). Messages follow one
+                # another at once; anything else waits for what went before.
+                self._defer = False
                 conn.transport.pause_reading()
                 self._held = True
-                conn.on_ready = self._release
+                conn.on_ready = functools.partial(self._release, pause) if pause else self._release
                 return
             if pause:  # over its rate: stop reading this client for a while
                 conn.transport.pause_reading()
@@ -379,9 +395,12 @@ class ConnectionHandler(asyncio.Protocol):
             self._hello_timer = None
         self._watch_partial(decoder.partial)
 
-    def _release(self) -> None:
+    def _release(self, pause: float = 0.0) -> None:
         self._held = False
-        self._resume()
+        if pause:
+            self._resume_timer = self.loop.call_later(pause, self._resume)
+        else:
+            self._resume()
 
     def _resume(self) -> None:
         """Go on after a pause (over the rate, or held for a commit)."""
@@ -485,7 +504,7 @@ class ConnectionHandler(asyncio.Protocol):
         if not unit:
             return 0.0  # keepalive
         request = self._handle(unit)
-        if self.settings.msg_rate <= 0:
+        if request is _DEFERRED or self.settings.msg_rate <= 0:
             return 0.0
         price = _PRICES.get(type(request))
         return self._throttle(1.0 if price is None else price(request))
@@ -501,14 +520,27 @@ class ConnectionHandler(asyncio.Protocol):
                 request = parse_line(self._text(unit), self.settings.max_text)
                 if request is None:
                     return None
+            if conn.wait and type(request) not in _PIPELINED:
+                # Answered now, it would overtake what is still at the log.
+                self._pos -= 1
+                self._defer = True
+                return _DEFERRED
             handler = _DISPATCH.get(type(request))
             if handler is not None:
                 handler(self.hub, conn, request)
+                if conn.wait:
+                    self._pipelined = type(request) in _PIPELINED
             elif isinstance(request, ShowHelp):
                 self.hub.send(conn, encode_lines(HELP_LINES, conn.kind))
             else:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already said")
         except ProtocolError as exc:
+            if conn.wait:
+                # Its error too waits for what is at the log (a refused
+                # request changed nothing: it is simply handled again).
+                self._pos -= 1
+                self._defer = True
+                return _DEFERRED
             ref = exc.ref if exc.ref is not None else getattr(request, "ref", None)
             self.hub.send_error(conn, exc.code, exc.message, ref)
         return request

@@ -1019,6 +1019,8 @@ class Hub:
         store = self.store
         kind = conn.kind
         budget = self.settings.max_frame - 512
+        # The shared log lost entries after ``since``: this cannot be proven whole.
+        gap = True if since is not None and store.gap_since(since) else None
         try:
             if since is None:
                 if self.settings.backlog <= 0:
@@ -1056,11 +1058,11 @@ class Hub:
                 for msg in msgs:
                     msg_size = _msg_size(msg)
                     if chunk and size + msg_size > budget:
-                        yield encode_event(HistoryReply(room, chunk, more, ref), kind)
+                        yield encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
                         chunk, size, more = [], 0, True
                     chunk.append(msg)
                     size += msg_size
-            yield encode_event(HistoryReply(room, chunk, more, ref), kind)
+            yield encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
         except HistoryUnavailable as exc:
             yield self._unavailable(conn, exc, ref)
 

@@ -106,7 +106,8 @@ end
 # ARGV[4..]: body (JSON). A message or a direct message: only the id is new.
 _APPEND = _PRELUDE + "return append(ARGV[4], ARGV[5])"
 
-# ARGV[4..]: key, name, node, session, wanted rooms (JSON), max rooms, body (JSON).
+# ARGV[4..]: key, name, node, the session token given, wanted rooms (JSON), max
+# rooms, body (JSON), the new session token.
 _CLAIM = (
     _PRELUDE
     + """
@@ -129,7 +130,7 @@ for _, r in ipairs(wanted) do
   if not seen[r] then rooms[#rooms + 1] = r; joined[#joined + 1] = r; seen[r] = true end
 end
 if #rooms > max_rooms then return {0, 'too_many', ''} end
-redis.call('HSET', NAMES, key, cjson.encode({name = name, node = node, session = session,
+redis.call('HSET', NAMES, key, cjson.encode({name = name, node = node, session = ARGV[11],
                                              rooms = rooms}))
 redis.call('SADD', node_set(node), key)
 body.key, body.name, body.node = key, name, node
@@ -280,10 +281,10 @@ class RedisLink:
 
     shared = True
 
-    def __init__(self, settings: Settings, store: HistoryStore, prefix: str = "chat") -> None:
+    def __init__(self, settings: Settings, store: HistoryStore) -> None:
         self.settings = settings
         self.store = store
-        self.prefix = prefix
+        self.prefix = prefix = settings.redis_prefix
         self.keys = [f"{prefix}:log", f"{prefix}:last", f"{prefix}:names", f"{prefix}:nodes"]
         self.pos = store.last_id()  # the last entry applied (the archive holds the messages)
         self.up = False  # Redis answers; while not, requests are refused `unavailable`
@@ -552,10 +553,11 @@ class RedisLink:
             key,
             hello.name,
             self.node,
-            conn.session or "",
+            hello.session or "",
             dumps(list(hello.rooms)),
             self.settings.max_rooms,
             dumps(body),
+            conn.session or "",
         ]
         self._submit("claim", args, self._answered(token, hello.name), self._failed(token))
 
@@ -616,8 +618,9 @@ class RedisLink:
             if upto is not None and entry_id > upto:
                 break  # past the state loaded at start: read again, in full, by the loop
             prev = int(fields[b"p"])
-            if prev != self.pos:
-                self._gap(self.pos, entry_id)
+            if prev != self.pos and self._gap(self.pos, entry_id):
+                self.pos = entry_id
+                await self._resync()
             self.pos = entry_id
             try:
                 self._apply(entry_id, fields[b"k"], loads(fields[b"e"]), archive_only=upto)
@@ -654,7 +657,14 @@ class RedisLink:
         elif kind == b"nick":
             hub.renamed(body["key"], body["new_key"], body["old"], body["new"])
         elif kind == b"offline":
+            ours = hub.users.get(body["key"])
             hub.released(body["key"], body["name"], list(body["rooms"] or ()), body["reason"])
+            if ours is not None and ours.key is None:
+                # Freed by the others, who took this process for dead (it was
+                # stopped, or cut off from Redis too long): the client comes
+                # back, here or elsewhere, and resumes.
+                log.warning("cluster: %s was freed by another server; closing it", ours)
+                ours.close("shutdown")
         elif kind == b"online":
             kept = list(body["kept"] or ())
             joined = list(body["joined"] or ())
@@ -697,10 +707,10 @@ class RedisLink:
 
         store.commit(done)
 
-    def _gap(self, after: int, upto: int) -> None:
+    def _gap(self, after: int, upto: int) -> bool:
         """Entries between ``after`` and ``upto`` were never read here."""
         if after == 0:
-            return  # a new archive: it starts where the log does
+            return False  # a new archive: it starts where the log does
         self._gaps_log.log(
             logging.WARNING,
             "cluster: log entries after %d and before %d were lost or trimmed before this"
@@ -711,6 +721,36 @@ class RedisLink:
         self.store.add_gap(after, upto)
         if self._hub is not None:
             self._hub.gap(upto)
+        return True
+
+    async def _resync(self) -> None:
+        """After a gap, who is where may have changed unseen: take it from the
+        registry again, and tell everyone here the differences."""
+        hub = self._hub
+        assert hub is not None
+        names = await self._reader.hgetall(self.keys[2])
+        now = now_ts()
+        seen: set[str] = set()
+        for raw_key, raw in names.items():
+            key = raw_key.decode()
+            user = loads(raw)
+            if user["node"] == self.node:
+                continue
+            seen.add(key)
+            rooms = list(user["rooms"] or ())
+            known = hub.remote.get(key)
+            if known is None:
+                hub.delivered_online(key, user["name"], user["node"], [], rooms, now)
+                continue
+            for room in rooms:
+                if room not in known.rooms:
+                    hub.delivered_join(room, key, user["name"], None, None, now)
+            for room in list(known.rooms):
+                if room not in rooms:
+                    hub.delivered_leave(room, key, known.name, "connection lost")
+        for key in [k for k in hub.remote if k not in seen]:
+            user = hub.remote[key]
+            hub.released(key, user.name, list(user.rooms), "connection lost")
 
     # ------------------------------------------------------------------
     # Liveness

@@ -86,19 +86,15 @@ class ChatServer:
 
             log_seam = names = self.cluster = RedisLink(self.settings, self.store)
         self.hub = Hub(self.settings, self.store, asyncio.get_running_loop(), log_seam, names)
-        if self.cluster is not None:
-            # The node's name is known before its port: a default one is set
-            # from the port the first listener got (below).
-            self.hub.node = self.settings.node or ""
         self._spare = SpareDescriptor()
         self._handshakes = asyncio.Semaphore(self.settings.max_handshakes)
         try:
             for sock in await open_sockets(self.settings.host, self.settings.port):
                 self._listen(sock, tls=False)
             self.address = self._listeners[0].address
-            if not self.hub.node:
-                self.hub.node = f"{socket.gethostname()}:{self.address[1]}"
             if self.cluster is not None:
+                if not self.hub.node:  # one process needs no name unless given one
+                    self.hub.node = f"{socket.gethostname()}:{self.address[1]}"
                 await self.cluster.start()  # the chat as it is now, before anyone is let in
             if self.tls is not None:
                 # The same hub, limits and handlers; TLS underneath.

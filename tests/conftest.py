@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import Client, ThreadServer
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if os.environ.get("CHATSERVER_TEST_CLUSTER") == "1":
+        # The suite on a one-process cluster needs Redis: one skip line without it.
+        from tests.cluster.support import skip_without_redis
+
+        skip_without_redis()
 
 
 @pytest.fixture

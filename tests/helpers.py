@@ -8,6 +8,8 @@ timeout that fails the test.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import itertools
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from chatserver.config import Settings
@@ -25,6 +28,20 @@ from chatserver.protocol import FrameDecoder, encode_frame
 from chatserver.server import ChatServer
 
 TIMEOUT = 5.0
+
+_prefixes = itertools.count(1)
+_test_redis: Any = None
+
+
+def test_redis() -> Any:
+    """One redis-server for the whole run (CHATSERVER_TEST_CLUSTER=1), stopped at exit."""
+    global _test_redis
+    if _test_redis is None:
+        from chatserver.bench.redisproc import RedisProcess
+
+        _test_redis = RedisProcess(Path(tempfile.mkdtemp(prefix="chat-redis-")))
+        atexit.register(_test_redis.stop)
+    return _test_redis
 
 
 class ThreadServer:
@@ -37,6 +54,13 @@ class ThreadServer:
             # The whole suite again on the durable store (make test does both).
             self._tmp = tempfile.TemporaryDirectory()
             overrides["db"] = os.path.join(self._tmp.name, "history.db")
+        if os.environ.get("CHATSERVER_TEST_CLUSTER") == "1" and "redis" not in overrides:
+            # The whole suite again on a one-process cluster (make test does it):
+            # the same contract through the Redis log and registry. A chat of
+            # its own on the shared test Redis.
+            overrides["redis"] = test_redis().url
+            overrides["redis_prefix"] = f"t{next(_prefixes)}"
+            overrides.setdefault("node", "test")
         self.settings = replace(Settings(), **overrides)
         self.loop = asyncio.new_event_loop()
         self.server = ChatServer(self.settings)

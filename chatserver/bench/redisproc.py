@@ -163,6 +163,7 @@ class RedisProcess:
     def start(self) -> None:
         """Start it (again, on the same directory and port) and wait until it answers."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = None  # first: the last run's log reader must not touch this run's state
         self.log = []
         self._cursor = 0
         self._changed = threading.Condition()
@@ -187,13 +188,16 @@ class RedisProcess:
 
     def _read_log(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
+        changed = self._changed  # this run's: a restart makes new ones
         for line in proc.stdout:
-            with self._changed:
-                self.log.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
+            with changed:
+                if proc is self.proc:
+                    self.log.append(line)
+                changed.notify_all()
+        with changed:
+            if proc is self.proc:  # not a killed run's end, read after the restart
+                self._eof = True
+            changed.notify_all()
 
     def wait_log(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
         """The next line of its log (since the last one matched) that matches."""

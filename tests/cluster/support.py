@@ -21,6 +21,7 @@ tests are skipped, all on one line of pytest's summary; with
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import time
@@ -54,6 +55,8 @@ REQUIRE_ENV = "CHATSERVER_REQUIRE_REDIS"
 
 def why_no_redis() -> str | None:
     """Why the cluster tests cannot run here, or None when they can."""
+    if importlib.util.find_spec("redis") is None:
+        return "the redis package is not installed (pip install '.[cluster]')"
     if redis_server_path() is not None:
         return None
     where = os.environ.get(BINARY_ENV)
