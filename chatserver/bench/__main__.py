@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from . import compare
-from .launcher import raise_nofile, server_supports
+from .launcher import raise_nofile
 from .redisproc import redis_server_path
 from .report import Report, dumps, machine, notes, table
 from .runner import Target, measure
@@ -250,8 +250,6 @@ def _no_cluster(args: argparse.Namespace, nodes: int) -> str | None:
         return "--nodes must be at least 1"
     if redis_server_path() is None:
         return "cluster mode needs redis-server on PATH (apt-get install redis-server)"
-    if not server_supports("--redis"):
-        return "this chatserver has no --redis (cluster mode, issue 13)"
     return None
 
 

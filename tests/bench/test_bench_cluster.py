@@ -8,12 +8,9 @@ import json
 import pytest
 
 from chatserver.bench.__main__ import main
-from tests.cluster.support import cluster_mode, skip_without_redis
+from tests.cluster.support import skip_without_redis
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(not cluster_mode(), reason="the server has no --redis (issue 13)"),
-]
+pytestmark = pytest.mark.timeout(60)
 
 TINY = ["--clients", "12", "--room-size", "6", "--rate", "100", "--duration", "1"]
 TINY += ["--sample", "2", "--json", "--no-pin", "--workers", "1"]
