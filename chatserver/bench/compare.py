@@ -12,6 +12,10 @@ show scaling; what they measure is the cost of each part, and from it
   N-process runs give two such equations, solved for ``a`` and ``b``;
 - Redis pays ``r(N) = r0 + r1·N`` CPU per message (appending it, and one
   read by each process), from the same two runs;
+- what each process and Redis spend with nobody connected (measured for a
+  second before each run: heartbeats, polls, timers) is a cost per second,
+  taken off first; the rest is still spread over the messages, so measure
+  near the rate the set-ups just sustain, not far below it;
 - with f receivers per message, N processes on N cores carry
   ``M = 1 / (a + b·f/N)`` messages/s until Redis's one core is full at
   ``M = 1 / r(N)``: that is the ceiling, the ordered log on one core.
@@ -46,12 +50,22 @@ def _rates(rep: Report) -> tuple[float, float, float] | None:
     if any(c is None for c in rep.node_cpu):
         return None
     n = len(rep.node_cpu)
-    cpu = sum(c for c in rep.node_cpu if c is not None) / n
+    # Less what the process spends with nobody connected (a cost per second).
+    idle = [i or 0.0 for i in rep.node_idle_cpu or [0.0] * n]
+    cpu = sum(max(0.0, (c or 0.0) - i) for c, i in zip(rep.node_cpu, idle, strict=True)) / n
     # Deliveries were counted over the send phase and the drain after it; as
     # rates they are taken over the send phase, as deliveries/s is.
     per_s = rep.deliveries_per_s / max(1, rep.delivered)
     deliveries = sum(rep.node_delivered) * per_s / n
     return rep.msgs_per_s, deliveries, cpu
+
+
+def _redis_us_per_msg(rep: Report) -> float | None:
+    """Redis's CPU per message, less what it spends with nobody connected."""
+    if rep.redis_cpu is None or not rep.msgs_per_s:
+        return None
+    busy = max(0.0, rep.redis_cpu - (rep.redis_idle_cpu or 0.0))
+    return busy / rep.msgs_per_s * 1e6
 
 
 def fit(one: Report, many: Report) -> Costs | None:
@@ -69,7 +83,7 @@ def fit(one: Report, many: Report) -> Costs | None:
         fitted = a >= 0 and b > 0
     if not fitted:
         a, b = 0.0, (c2 / d2 if d2 else 0.0)
-    ra, rb = one.redis_cpu_us_per_msg, many.redis_cpu_us_per_msg
+    ra, rb = _redis_us_per_msg(one), _redis_us_per_msg(many)
     if ra is None or rb is None:
         return None
     n1, n2 = one.nodes or 1, many.nodes or 1

@@ -59,6 +59,10 @@ class Report:
     node_cpu_us_per_delivery: list[float | None] | None = None  # each process's own
     server_cpu_us_per_delivery: float | None = None  # all processes' CPU / all deliveries
     redis_command: list[str] | None = None
+    # The same shares with nobody connected, measured for 1 s before the run:
+    # a cost per second (heartbeats, polls, timers), not per message.
+    node_idle_cpu: list[float | None] | None = None
+    redis_idle_cpu: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,6 +96,8 @@ CLUSTER_FIELDS = (
     "node_cpu_us_per_delivery",
     "server_cpu_us_per_delivery",
     "redis_command",
+    "node_idle_cpu",
+    "redis_idle_cpu",
 )
 
 

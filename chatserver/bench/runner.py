@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,7 @@ def _measure_servers(
     if first.pinned:
         pin_self(cpus)  # the coordinator stays off the server's CPU too
     rss_before = _sum([s.rss_kib() for s in servers])
+    idle = _idle_cpu(servers, redis) if redis is not None else None
     hooks = _ServerHooks(servers, redis)
     load = run_load(
         scn,
@@ -166,6 +168,8 @@ def _measure_servers(
         rep.other_cpu = round(max(0.0, machine - ours), 3)
     if redis is not None:
         _cluster_figures(rep, scn, target, load, spent, redis, redis_s)
+        if idle is not None:
+            rep.node_idle_cpu, rep.redis_idle_cpu = idle
     exited = [s for s in servers if s.proc.poll() is not None]
     if exited:
         rep.first_error = rep.first_error or f"server exited: {exited[0].log_tail(5)}"
@@ -202,6 +206,25 @@ def _cluster_figures(
     total = _sum(spent)
     if total is not None and load.delivered:
         rep.server_cpu_us_per_delivery = round(total / load.delivered * 1e6, 3)
+
+
+IDLE_WINDOW = 1.0  # seconds of measuring what the cluster costs with nobody connected
+
+
+def _idle_cpu(
+    servers: list[ServerProcess], redis: RedisProcess
+) -> tuple[list[float | None], float | None]:
+    """Each process's and Redis's CPU share with no client at all (heartbeats, polls,
+    timers): a cost per second, not per message, which the comparison takes off."""
+    before = [s.cpu_seconds() for s in servers], redis.cpu_seconds()
+    time.sleep(IDLE_WINDOW)  # a measuring window, not synchronisation
+    after = [s.cpu_seconds() for s in servers], redis.cpu_seconds()
+
+    def share(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round((b - a) / IDLE_WINDOW, 3)
+
+    nodes = [share(a, b) for a, b in zip(before[0], after[0], strict=True)]
+    return nodes, share(before[1], after[1])
 
 
 def _sum(values: list[float | None] | list[int | None]) -> Any:
