@@ -235,6 +235,14 @@ class ChatState:
 
     def _history(self, event: HistoryReply) -> None:
         pane = self.pane(event.room)
+        if event.gap:
+            # The server cannot prove it sent everything since we last saw
+            # this room (its shared log lost some): the user should know.
+            pane.add(
+                Line(
+                    Kind.ERROR, now_ts(), "some messages here may be missing (the server lost them)"
+                )
+            )
         if not event.messages:
             pane.loaded = True
             return

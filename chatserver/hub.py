@@ -300,16 +300,20 @@ class Hub:
                 self._drain(conn, item)  # type: ignore[arg-type]
         for conn, last in closes:
             conn.finish_close(last)
-        self.holding = False
         if self._dirty or self._closes:
             self._schedule_flush()
-        waiters, self._waiters = self._waiters, []
-        for release in waiters:
-            release()
+        self.release_held()
 
     def after_commit(self, release: Callable[[], None]) -> None:
         """Call ``release`` when the running commit is done (see ``holding``)."""
         self._waiters.append(release)
+
+    def release_held(self) -> None:
+        """Input may go on: the commit (or the shared log) caught up."""
+        self.holding = False
+        waiters, self._waiters = self._waiters, []
+        for release in waiters:
+            release()
 
     def _defer_close(self, conn: Connection, last: bytes) -> bool:
         """A close while output waits for a commit waits too, so its last bytes

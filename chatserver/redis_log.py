@@ -61,6 +61,8 @@ READ_COUNT = 1000  # entries read from the stream at a time
 RETRY_FIRST = 0.1  # seconds before reconnecting to a lost Redis, doubling...
 RETRY_MAX = 2.0  # ...up to this
 START_TIMEOUT = 10.0  # seconds a starting process waits for Redis
+MAX_IN_FLIGHT = 4096  # requests at Redis and not back yet, before input stops
+ANSWER_TIMEOUT = 15.0  # seconds before a request whose entry never came back is refused
 
 # Shared by every script: KEYS = log, last id, names, nodes; ARGV[1] the key
 # prefix, ARGV[2] the caller's last seen id (a floor), ARGV[3] entries kept.
@@ -291,7 +293,8 @@ class RedisLink:
         self._hub: Hub | None = None
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
-        self._pending: dict[int, tuple[Connection, Any]] = {}  # token -> (requester, what)
+        # token -> (requester, what it asked, when)
+        self._pending: dict[int, tuple[Connection, Any, float]] = {}
         self._token = 0
         self._unreleased: list[list[Any]] = []  # releases Redis missed: sent when it is back
         self._up_since = 0.0
@@ -450,18 +453,34 @@ class RedisLink:
             )
 
     def _wait(self, conn: Connection, what: Any) -> int:
-        """The request is on its way: ``conn`` reads nothing more until it is back."""
+        """The request is on its way (``conn.wait``: see the connection)."""
         self._token += 1
-        self._pending[self._token] = (conn, what)
+        pending = self._pending
+        pending[self._token] = (conn, what, time.monotonic())
         conn.wait += 1
+        if len(pending) >= MAX_IN_FLIGHT and self._hub is not None:
+            # Redis is behind: everyone's input stops until it catches up.
+            self._hub.holding = True
         return self._token
 
     def _back(self, token: int) -> tuple[Connection, Any] | None:
         pending = self._pending.pop(token, None)
-        if pending is not None:
-            assert self._hub is not None
-            self._hub.answered(pending[0])
-        return pending
+        if pending is None:
+            return None
+        hub = self._hub
+        assert hub is not None
+        hub.answered(pending[0])
+        if hub.holding and len(self._pending) < MAX_IN_FLIGHT // 2:
+            hub.release_held()
+        return pending[0], pending[1]
+
+    def _expire(self) -> None:
+        """Requests whose entry never came back (lost with Redis's data, or
+        trimmed before this process read it) are answered ``unavailable``:
+        their connections must not wait for ever."""
+        old = time.monotonic() - ANSWER_TIMEOUT
+        for token in [t for t, p in self._pending.items() if p[2] < old]:
+            self._refuse(token, ErrorCode.UNAVAILABLE, "the chat's shared log did not answer")
 
     def _refuse(self, token: int, code: ErrorCode, message: str) -> None:
         pending = self._back(token)
@@ -595,13 +614,19 @@ class RedisLink:
         retry = RETRY_FIRST
         while not self._closed:
             try:
+                if not self.up:
+                    await self._reconnect()
                 await self._read(block=1000)
                 retry = RETRY_FIRST
             except (RedisError, OSError) as exc:
                 self._lost(exc)
+                log.debug("cluster: Redis not back yet: %s", exc)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
-                await self._reconnect()
+            except Exception:  # a bug of ours: logged, and the log goes on being read
+                log.exception("cluster: reading the log failed")
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
 
     async def _read(self, block: int | None, upto: int | None = None) -> bool:
         """Read and apply the next entries; whether there were any."""
@@ -759,6 +784,7 @@ class RedisLink:
         every = self.settings.node_timeout / 4
         while not self._closed:
             await asyncio.sleep(every)
+            self._expire()
             if not self.up:
                 continue
             # Only a process that has itself been up for a whole timeout may
@@ -785,37 +811,35 @@ class RedisLink:
             )
 
     async def _reconnect(self) -> None:
-        """Redis answers again: check what it kept, put back what it lost."""
-        try:
-            last = int(await self._client.get(self.keys[1]) or 0)
-            hub = self._hub
-            assert hub is not None
-            if last < self.pos:
-                log.error(
-                    "cluster: Redis came back without the log's end (its last id %d, ours %d):"
-                    " its data was lost; names are put back, ids go on above %d",
-                    last,
-                    self.pos,
-                    self.pos,
-                )
-            # Every name held here, back in the registry if it lost them.
-            args: list[Any] = [self.node]
-            for key, conn in hub.users.items():
-                holder = {
-                    "name": conn.name,
-                    "node": self.node,
-                    "session": conn.session or "",
-                    "rooms": list(conn.rooms) or [],
-                }
-                args += [key, dumps(holder)]
-            restored = await self._call("restore", args)
-            if restored:
-                log.warning("cluster: %d names put back into Redis", restored)
-            unreleased, self._unreleased = self._unreleased, []
-            for release_args in unreleased:
-                await self._call("release", release_args)
-        except (RedisError, OSError):
-            return
+        """Redis answers again: check what it kept, put back what it lost
+        (raises RedisError or OSError while it does not)."""
+        last = int(await self._client.get(self.keys[1]) or 0)
+        hub = self._hub
+        assert hub is not None
+        if last < self.pos:
+            log.error(
+                "cluster: Redis came back without the log's end (its last id %d, ours %d):"
+                " its data was lost; names are put back, ids go on above %d",
+                last,
+                self.pos,
+                self.pos,
+            )
+        # Every name held here, back in the registry if it lost them.
+        args: list[Any] = [self.node]
+        for key, conn in hub.users.items():
+            holder = {
+                "name": conn.name,
+                "node": self.node,
+                "session": conn.session or "",
+                "rooms": list(conn.rooms) or [],
+            }
+            args += [key, dumps(holder)]
+        restored = await self._call("restore", args)
+        if restored:
+            log.warning("cluster: %d names put back into Redis", restored)
+        while self._unreleased:
+            await self._call("release", self._unreleased[0])
+            del self._unreleased[0]
         self.up = True
         self._up_since = time.monotonic()
         self._lost_log.reset()

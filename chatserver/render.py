@@ -100,7 +100,10 @@ def render(event: Event, me: str = "") -> list[str]:
     if isinstance(event, NickEvent):
         return [f"{now} -- {e(event.old)} is now known as {e(event.new)}"]
     if isinstance(event, HistoryReply):
-        return [render_msg(m) for m in event.messages if isinstance(m, MsgEvent)]
+        lines = [render_msg(m) for m in event.messages if isinstance(m, MsgEvent)]
+        if event.gap:  # PROTOCOL 9.5: the server cannot prove this is all
+            lines.insert(0, f"{now} -- {e(event.room)}: some messages may be missing")
+        return lines
     if isinstance(event, AwayEvent):
         if event.text:
             return [f"{now} -- {e(event.name)} is away ({e(event.text)})"]

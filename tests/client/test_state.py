@@ -185,3 +185,12 @@ def test_drawing_escapes_and_colours() -> None:
     line = Line(Kind.MSG, TS, "evil \x1b[2J text", "bob\x07")
     drawn = "".join(text for _, text in line_fragments(line))
     assert "\x1b" not in drawn and "\x07" not in drawn and "\\e[2J" in drawn
+
+
+def test_a_history_that_cannot_be_proven_whole_says_so() -> None:
+    state = joined(ChatState("alice"), "lobby")
+    state.apply(HistoryReply(room="lobby", messages=[msg(7, "after the gap")], more=False))
+    assert not [line for line in state.panes["lobby"].lines if "missing" in line.text]
+    state.apply(HistoryReply(room="lobby", messages=[], more=False, gap=True))
+    warned = [line for line in state.panes["lobby"].lines if "missing" in line.text]
+    assert len(warned) == 1 and warned[0].kind is Kind.ERROR

@@ -61,6 +61,11 @@ TS = "2026-11-24T10:00:01.123Z"
             ["10:00:01 [lobby] <a> x"] * 2,
         ),
         (HistoryReply("lobby", [], False), "", []),
+        (
+            HistoryReply("lobby", [MsgEvent(1, TS, "lobby", "a", "x")], False, gap=True),
+            "",
+            ["NOW -- lobby: some messages may be missing", "10:00:01 [lobby] <a> x"],
+        ),
     ],
 )
 def test_render(event: object, me: str, lines: list[str]) -> None:
