@@ -6,6 +6,8 @@ Examples::
     python -m chatserver.bench bigroom --rate 2000 --duration 10
     python -m chatserver.bench bigroom manyrooms --sweep --json
     python -m chatserver.bench fixed --connect 127.0.0.1:5500
+    python -m chatserver.bench bigroom --redis --nodes 2   # two processes sharing one Redis
+    python -m chatserver.bench --compare-cluster           # single vs 1 and 2 processes + Redis
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import ipaddress
 import resource
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
+from . import compare
 from .launcher import raise_nofile
+from .redisproc import redis_server_path
 from .report import Report, dumps, machine, notes, table
 from .runner import Target, measure
 from .scenarios import ALL, SCENARIOS
@@ -36,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "scenarios",
         nargs="*",
-        default=["all"],
+        # A string, not ["all"]: argparse checks an empty "*" positional's
+        # default against the choices as one value, and a list is none of them.
+        default="all",
         choices=[*ALL, "all"],
         metavar="SCENARIO",
         help=f"any of {', '.join(ALL)}, or all (default)",
@@ -83,6 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra argument for the server (repeat; e.g. --server-arg=--loop=asyncio)",
     )
     t.add_argument("--workers", type=int, help="generator processes (default: one per CPU)")
+    c = p.add_argument_group(
+        "cluster mode (a redis-server and the server processes share the server's CPU)"
+    )
+    c.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a redis-server (temporary directory, append-only file on) and --nodes "
+        "server processes with --redis; the clients are spread over them",
+    )
+    c.add_argument(
+        "--nodes",
+        type=int,
+        help="server processes in cluster mode (default 1; 2 with --compare-cluster)",
+    )
+    c.add_argument(
+        "--redis-fsync",
+        choices=("always", "everysec"),
+        default="everysec",
+        help="Redis's appendfsync (everysec: written at once, synced every second, as the "
+        "single process's SQLite without --fsync)",
+    )
+    c.add_argument(
+        "--compare-cluster",
+        action="store_true",
+        help="each scenario (default: bigroom and manyrooms) as a single process, 1 process "
+        "+ Redis and --nodes processes + Redis, one after the other, and the comparison",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
@@ -99,8 +133,16 @@ def _connect_target(value: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    names = list(ALL) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if isinstance(args.scenarios, str):
+        args.scenarios = [args.scenarios]
+    if args.compare_cluster and "all" in args.scenarios:
+        names = ["bigroom", "manyrooms"]
+    elif "all" in args.scenarios:
+        names = list(ALL)
+    else:
+        names = list(dict.fromkeys(args.scenarios))
     overrides = {
         "clients": args.clients,
         "room_size": args.room_size,
@@ -112,13 +154,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "drain": args.drain,
         "read_ms": args.read_ms,
     }
+    nodes = args.nodes or (2 if args.compare_cluster else 1)
+    if args.nodes is not None and not (args.redis or args.compare_cluster):
+        parser.error("--nodes needs --redis (or --compare-cluster)")
+    if (args.redis or args.compare_cluster) and (why := _no_cluster(args, nodes)):
+        parser.error(why)
     target = Target(
         connect=_connect_target(args.connect) if args.connect else None,
         pin=not args.no_pin,
         db_memory=args.db_memory,
         server_args=args.server_arg,
         workers=args.workers,
+        redis=args.redis,
+        nodes=nodes,
+        redis_fsync=args.redis_fsync,
     )
+    if args.compare_cluster:
+        targets = [
+            replace(target, redis=False),
+            replace(target, redis=True, nodes=1),
+            replace(target, redis=True, nodes=nodes),
+        ]
+    else:
+        targets = [target]
     soft, hard = raise_nofile()
     scenarios = [SCENARIOS[n].with_overrides(**overrides) for n in names]
     need = max(s.clients for s in scenarios) + 64
@@ -142,28 +200,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reports: list[Report] = []
     sweeps: dict[str, list[dict[str, object]]] = {}
+    groups: dict[str, list[Report]] = {}
     for scn in scenarios:
-        if args.sweep and not scn.idle and scn.name in SWEEP_START:
-            start = args.sweep_start or SWEEP_START[scn.name]
-            print(f"sweeping {scn.name} from {start:,.0f} messages/s", file=sys.stderr)
-            best, steps = sweep(
-                scn,
-                target,
-                start=start,
-                precision=args.sweep_precision,
-                repeat=max(1, args.repeat),
-                on_step=progress,
-            )
-            sweeps[scn.name] = [r.to_json() for r in steps]
-            reports.append(best if best is not None else steps[-1])
-        else:
-            print(f"running {scn.name} ({scn.clients} clients)", file=sys.stderr)
-            reports.append(measure(scn, target))
+        for tgt in targets:
+            on = f" on {tgt.label}" if tgt.redis or len(targets) > 1 else ""
+            if args.sweep and not scn.idle and scn.name in SWEEP_START:
+                start = args.sweep_start or SWEEP_START[scn.name]
+                print(f"sweeping {scn.name}{on} from {start:,.0f} messages/s", file=sys.stderr)
+                best, steps = sweep(
+                    scn,
+                    tgt,
+                    start=start,
+                    precision=args.sweep_precision,
+                    repeat=max(1, args.repeat),
+                    on_step=progress,
+                )
+                key = scn.name if len(targets) == 1 else f"{scn.name} {steps[-1].setup}"
+                sweeps[key] = [r.to_json() for r in steps]
+                rep = best if best is not None else steps[-1]
+            else:
+                print(f"running {scn.name}{on} ({scn.clients} clients)", file=sys.stderr)
+                rep = measure(scn, tgt)
+            reports.append(rep)
+            groups.setdefault(scn.name, []).append(rep)
+    summary = compare.summarize(groups) if args.compare_cluster else None
     if args.json:
         print(
             dumps(
                 {"machine": machine(), "results": [r.to_json() for r in reports]}
                 | ({"sweeps": sweeps} if sweeps else {})
+                | ({"compare": summary} if summary is not None else {})
             )
         )
     else:
@@ -171,7 +237,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = notes(reports)
         if extra:
             print(extra)
+        if summary is not None:
+            print(compare.text(summary))
     return 0
+
+
+def _no_cluster(args: argparse.Namespace, nodes: int) -> str | None:
+    """Why cluster mode cannot run here, or None."""
+    if args.connect:
+        return "--redis and --compare-cluster start their own servers: not with --connect"
+    if nodes < 1:
+        return "--nodes must be at least 1"
+    if redis_server_path() is None:
+        return "cluster mode needs redis-server on PATH (apt-get install redis-server)"
+    return None
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class _Client:
         "fd",
         "id",
         "name",
+        "node",
         "out",
         "own",
         "ready",
@@ -95,10 +96,11 @@ class _Client:
         "wout",
     )
 
-    def __init__(self, cid: int, room: int, sample: bool) -> None:
+    def __init__(self, cid: int, room: int, sample: bool, node: int = 0) -> None:
         self.id = cid
         self.name = b"b%d" % cid
         self.room = room
+        self.node = node  # the index of the server process it connects to
         self.sample = sample
         self.sock: socket.socket | None = None
         self.fd = -1
@@ -130,6 +132,7 @@ class WorkerResult:
     late: int = 0  # sends more than LATE_NS after their scheduled time
     late_max_ns: int = 0
     latencies: array = field(default_factory=lambda: array("q"))
+    node_delivered: list[int] = field(default_factory=list)  # by server process
 
 
 class _Worker:
@@ -137,7 +140,7 @@ class _Worker:
         self,
         scn: Scenario,
         host: str,
-        port: int,
+        ports: list[int],
         ids: list[int],
         samples: set[int],
         index: int,
@@ -145,8 +148,9 @@ class _Worker:
         pipe: Connection,
     ) -> None:
         self.scn = scn
-        self.addr = (host, port)
-        self.clients = [_Client(i, scn.room_of(i), i in samples) for i in ids]
+        self.addrs = [(host, port) for port in ports]
+        n = len(ports)
+        self.clients = [_Client(i, scn.room_of(i), i in samples, scn.node_of(i, n)) for i in ids]
         self.senders = [c for c in self.clients if scn.is_sender(c.id)]
         self.by_fd: dict[int, _Client] = {}
         self.index = index
@@ -165,6 +169,7 @@ class _Worker:
         self.res = WorkerResult()
         self.msgs = 0
         self.own = 0
+        self.node_got = [0] * n  # deliveries (messages less own echoes) by server process
         self.measuring = False
         self.pad = b"x" * scn.size
 
@@ -174,7 +179,7 @@ class _Worker:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(self.addr)
+        err = sock.connect_ex(self.addrs[c.node])
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             self._fail(c, f"connect: {os.strerror(err)}")
@@ -287,10 +292,13 @@ class _Worker:
         tail = c.tail
         # Matches inside the chunk, plus any straddling the previous chunk's end.
         k = len(MSG) - 1
-        self.msgs += buf.count(MSG, 0, n) + (tail[-k:] + buf[:k]).count(MSG)
-        own = c.own
-        k = len(own) - 1
-        self.own += buf.count(own, 0, n) + (tail[-k:] + buf[:k]).count(own)
+        msgs = buf.count(MSG, 0, n) + (tail[-k:] + buf[:k]).count(MSG)
+        mine = c.own
+        k = len(mine) - 1
+        own = buf.count(mine, 0, n) + (tail[-k:] + buf[:k]).count(mine)
+        self.msgs += msgs
+        self.own += own
+        self.node_got[c.node] += msgs - own
         c.tail = bytes(buf[n - TAIL : n]) if n >= TAIL else (tail + buf[:n])[-TAIL:]
         if c.sample and self.measuring:
             self._sample(c, bytes(buf[:n]))
@@ -396,6 +404,7 @@ class _Worker:
             if now >= start_ns and not self.measuring:
                 self.measuring = True
                 self.msgs = self.own = 0
+                self.node_got = [0] * len(self.node_got)
                 cpu0 = _cpu()
             if now >= end_ns:
                 break
@@ -444,6 +453,7 @@ class _Worker:
     def finish(self) -> WorkerResult:
         self.res.delivered = self.msgs - self.own
         self.res.echoes = self.own
+        self.res.node_delivered = self.node_got
         for c in self.clients:
             self._close(c)
         return self.res
@@ -457,7 +467,7 @@ def _cpu() -> float:
 def _worker_main(
     scn: Scenario,
     host: str,
-    port: int,
+    ports: list[int],
     ids: list[int],
     samples: set[int],
     index: int,
@@ -467,7 +477,7 @@ def _worker_main(
 ) -> None:
     try:
         pin_self(cpus)
-        worker = _Worker(scn, host, port, ids, samples, index, nworkers, pipe)
+        worker = _Worker(scn, host, ports, ids, samples, index, nworkers, pipe)
         worker.connect_all()
         pipe.send(("ready", worker.res.ready, worker.res.failed, worker.res.first_error))
         if scn.idle:
@@ -508,6 +518,7 @@ class LoadResult:
     late: int = 0
     late_max_ns: int = 0
     latencies_ns: list[int] = field(default_factory=list)
+    node_delivered: list[int] = field(default_factory=list)  # by server process
 
 
 class Hooks:
@@ -535,8 +546,14 @@ def run_load(
     workers: int = 1,
     cpus: list[int] | None = None,
     hooks: Hooks | None = None,
+    ports: list[int] | None = None,
 ) -> LoadResult:
-    """Connect every client, run the schedule (or hold, for idle), sum the results."""
+    """Connect every client, run the schedule (or hold, for idle), sum the results.
+
+    With ``ports`` (cluster mode: one per server process) the clients are
+    spread over them (:meth:`Scenario.node_of`) and ``port`` is not used.
+    """
+    ports = list(ports) if ports else [port]
     hooks = hooks or Hooks()
     workers = max(1, min(workers, scn.clients))
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
@@ -550,7 +567,7 @@ def run_load(
         wcpus = [cpus[w]] if cpus and len(cpus) >= workers else (cpus or [])
         p = ctx.Process(
             target=_worker_main,
-            args=(scn, host, port, ids, samples & set(ids), w, workers, wcpus, theirs),
+            args=(scn, host, ports, ids, samples & set(ids), w, workers, wcpus, theirs),
             daemon=True,
         )
         p.start()
@@ -604,6 +621,10 @@ def run_load(
             out.late += r.late
             out.late_max_ns = max(out.late_max_ns, r.late_max_ns)
             out.latencies_ns.extend(r.latencies)
+            if not out.node_delivered:
+                out.node_delivered = [0] * len(r.node_delivered)
+            for k, got in enumerate(r.node_delivered):
+                out.node_delivered[k] += got
         return out
     finally:
         for p in procs:

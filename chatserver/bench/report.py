@@ -48,9 +48,57 @@ class Report:
     server_command: list[str] | None = None
     passed: bool | None = None  # nothing lost and p99 within the sweep's bound
     target: str = ""
+    # Cluster mode only (--redis): left out of the JSON of a single process.
+    nodes: int | None = None  # server processes, sharing one chat through Redis
+    redis_fsync: str | None = None  # appendfsync of the benchmark's redis-server
+    redis_cpu: float | None = None  # share of one CPU during the send phase
+    redis_cpu_us_per_msg: float | None = None  # Redis CPU time per message sent
+    redis_rss_kib: int | None = None
+    node_cpu: list[float | None] | None = None  # each process's share of one CPU
+    node_delivered: list[int] | None = None  # deliveries to each process's clients
+    node_cpu_us_per_delivery: list[float | None] | None = None  # each process's own
+    server_cpu_us_per_delivery: float | None = None  # all processes' CPU / all deliveries
+    redis_command: list[str] | None = None
+    # The same shares with nobody connected, measured for 1 s before the run:
+    # a cost per second (heartbeats, polls, timers), not per message.
+    node_idle_cpu: list[float | None] | None = None
+    redis_idle_cpu: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.nodes is None:
+            for name in CLUSTER_FIELDS:
+                del out[name]
+        return out
+
+    @property
+    def setup(self) -> str:
+        """single, 1+R, 2+R, ...: what served the load."""
+        return "single" if self.nodes is None else f"{self.nodes}+R"
+
+    def cpu_us_per_delivery(self) -> float | None:
+        """The server side's CPU time per delivery (all processes; Redis not counted)."""
+        if self.server_cpu_us_per_delivery is not None:
+            return self.server_cpu_us_per_delivery
+        if self.server_cpu is None or not self.delivered:
+            return None
+        return round(self.server_cpu * self.duration / self.delivered * 1e6, 3)
+
+
+CLUSTER_FIELDS = (
+    "nodes",
+    "redis_fsync",
+    "redis_cpu",
+    "redis_cpu_us_per_msg",
+    "redis_rss_kib",
+    "node_cpu",
+    "node_delivered",
+    "node_cpu_us_per_delivery",
+    "server_cpu_us_per_delivery",
+    "redis_command",
+    "node_idle_cpu",
+    "redis_idle_cpu",
+)
 
 
 def build(scn: Scenario, load: LoadResult) -> Report:
@@ -145,9 +193,20 @@ def table(reports: list[Report]) -> str:
         "ok",
         "write µs",  # one loopback send, measured just before the run
     )
+    cluster = any(r.nodes is not None for r in reports)
+    if cluster:
+        head += ("setup", "redis CPU", "redis µs/msg", "srv µs/deliv")
     rows = [head]
     for r in reports:
         lat = r.latency_ms
+        extra: tuple[str, ...] = ()
+        if cluster:
+            extra = (
+                r.setup,
+                "-" if r.redis_cpu is None else f"{r.redis_cpu:.0%}",
+                _num(r.redis_cpu_us_per_msg, 1),
+                _num(r.cpu_us_per_delivery(), 2),
+            )
         rows.append(
             (
                 r.scenario,
@@ -172,6 +231,7 @@ def table(reports: list[Report]) -> str:
                 "-" if r.other_cpu is None else f"{r.other_cpu:.0%}",
                 "-" if r.passed is None else ("yes" if r.passed else "NO"),
                 _num(r.loopback_write_us, 1),
+                *extra,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

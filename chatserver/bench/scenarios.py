@@ -36,6 +36,16 @@ class Scenario:
     def room_of(self, client: int) -> int:
         return client % self.rooms
 
+    def node_of(self, client: int, nodes: int) -> int:
+        """Which of ``nodes`` server processes a client connects to (cluster mode).
+
+        Round robin over each room's members (client i is member i // rooms of
+        its room), so every room has members on every process; round robin
+        over all clients would put whole rooms on one process whenever the
+        number of rooms is a multiple of the number of processes.
+        """
+        return (client // self.rooms) % nodes
+
     def is_sender(self, client: int) -> bool:
         # Clients i, i + rooms, ... share room i % rooms, so the first senders/rooms
         # "rows" are senders and every room gets its share.

@@ -32,6 +32,7 @@ def test_tiny_run_counts_every_delivery(capsys: pytest.CaptureFixture[str]) -> N
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
     assert result["server_rss_kib"] > 0
     assert result["passed"] is True
+    assert "nodes" not in result and "redis_cpu" not in result  # cluster mode's fields
     # The machine's loopback write cost, measured before the run (microseconds).
     assert 0 < result["loopback_write_us"] < 10_000
 

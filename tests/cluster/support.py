@@ -33,7 +33,6 @@ from typing import Any
 
 import pytest
 
-from chatserver.bench.launcher import server_supports
 from chatserver.bench.redisproc import BINARY_ENV, RedisProcess, RedisReplyError, redis_server_path
 from tests.helpers import TIMEOUT, Client, ProcessServer
 
@@ -82,11 +81,6 @@ def skip_without_redis() -> None:
     if redis_required():
         pytest.fail(f"{REQUIRE_ENV}=1 but {why}: the cluster tests must run here", False)
     pytest.skip(f"cluster tests skipped: {why}", allow_module_level=True)
-
-
-def cluster_mode() -> bool:
-    """Whether this server has cluster mode (``--redis``, issue 13) at all."""
-    return server_supports("--redis")
 
 
 # ---------------------------------------------------------------------------

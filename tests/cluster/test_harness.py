@@ -14,7 +14,6 @@ from tests.cluster.support import (
     Node,
     RedisProcess,
     RedisReplyError,
-    cluster_mode,
     count,
 )
 
@@ -58,18 +57,7 @@ def test_the_counts_see_loss_duplicates_and_order() -> None:
     assert count([5, 6, 7], [6, 7], after=5).ok  # an older backlog left out
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "single",
-        pytest.param(
-            "cluster",
-            marks=pytest.mark.skipif(
-                not cluster_mode(), reason="the server has no --redis yet (issue 13)"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("mode", ["single", "cluster"])
 def test_every_message_is_counted_through_pause_kill_and_resume(
     mode: str,
     tmp_path: Path,
