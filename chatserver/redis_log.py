@@ -105,8 +105,19 @@ local function free_node(node, reason)
 end
 """
 
-# ARGV[4..]: body (JSON). A message or a direct message: only the id is new.
-_APPEND = _PRELUDE + "return append(ARGV[4], ARGV[5])"
+# ARGV[4..]: kind, body (JSON) pairs: the messages and direct messages of a
+# turn, in one call (a script call costs Redis more than the entry itself).
+_APPEND = (
+    _PRELUDE
+    + """
+local n = 0
+for i = 4, #ARGV, 2 do
+  append(ARGV[i], ARGV[i + 1])
+  n = n + 1
+end
+return n
+"""
+)
 
 # ARGV[4..]: key, name, node, the session token given, wanted rooms (JSON), max
 # rooms, body (JSON), the new session token.
@@ -262,7 +273,7 @@ return n
 class _Op:
     """One script call waiting for the next round trip."""
 
-    __slots__ = ("args", "done", "failed", "script")
+    __slots__ = ("args", "done", "failed", "script", "tokens")
 
     def __init__(
         self,
@@ -275,6 +286,7 @@ class _Op:
         self.args = args
         self.done = done
         self.failed = failed
+        self.tokens: list[int] | None = None  # a batch of messages: their requests
 
 
 class RedisLink:
@@ -420,6 +432,28 @@ class RedisLink:
             self._wake.set()
         self._ops.append(_Op(self._scripts[script], args, done, failed))
 
+    def _append(self, kind: bytes, body: bytes, token: int) -> None:
+        """A message goes with the others of this turn, in one script call."""
+        ops = self._ops
+        if ops and ops[-1].script is self._scripts["append"]:
+            batch = ops[-1]
+            batch.args += (kind, body)
+            batch.tokens.append(token)  # type: ignore[union-attr]
+            return
+        self._submit("append", [kind, body])
+        batch = self._ops[-1]
+        tokens = batch.tokens = [token]
+
+        def failed(exc: BaseException) -> None:
+            for token in tokens:
+                self._refuse(
+                    token,
+                    ErrorCode.UNAVAILABLE,
+                    "the chat's shared log cannot be written: try again",
+                )
+
+        batch.failed = failed
+
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
@@ -532,7 +566,7 @@ class RedisLink:
         body = self._origin(token)
         body.update(room=room, text=text, action=action)
         body["from"] = origin.name
-        self._submit("append", ["msg", dumps(body)], None, self._failed(token))
+        self._append(b"msg", dumps(body), token)
 
     def dm(self, origin: Connection, key: str, to: str, text: str, action: bool, ref: Ref) -> None:
         self._check_up()
@@ -540,7 +574,7 @@ class RedisLink:
         body = self._origin(token)
         body.update(key=key, to=to, text=text, action=action)
         body["from"] = origin.name
-        self._submit("append", ["dm", dumps(body)], None, self._failed(token))
+        self._append(b"dm", dumps(body), token)
 
     def join(self, origin: Connection, room: str, ref: Ref) -> None:
         self._check_up()
