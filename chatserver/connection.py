@@ -1,13 +1,15 @@
 """One client connection: sniffing its kind, the handshake, the read loop, limits.
 
-The task reads bytes, feeds them to the sans-I/O decoders, and hands each
-validated request to the hub. Output never goes through here: the hub queues
-it in :attr:`Connection.out` and flushes it once per event-loop turn.
+The handler is the transport's protocol from the start: bytes arrive by
+callbacks, go through the sans-I/O decoders, and each validated request goes
+to the hub. Output never goes through here: the hub queues it in
+:attr:`Connection.out` and flushes it once per event-loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import hmac
 import logging
@@ -61,6 +63,7 @@ class Connection:
 
     __slots__ = (
         "_closer",
+        "_handler",
         "closing",
         "held",
         "key",
@@ -82,6 +85,7 @@ class Connection:
         transport: asyncio.Transport,
         peer: str,
         closer: Callable[[Connection, bytes], bool] | None = None,
+        handler: ConnectionHandler | None = None,
     ) -> None:
         self.transport = transport
         self.peer = peer
@@ -104,6 +108,7 @@ class Connection:
         # Given by a hub whose output waits for the disk: it may take over the
         # close, to send the last bytes once they may be sent.
         self._closer = closer
+        self._handler = handler  # told when the close begins, whoever begins it
 
     def current_room(self) -> str | None:
         return next(reversed(self.rooms), None)
@@ -116,6 +121,8 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        if self._handler is not None:
+            self._handler.closed_by_server()
         if bye not in (None, "quit"):
             # Replies still to be made go to nobody who would read them: a
             # slow consumer, a connection replaced, the server shutting down.
@@ -189,14 +196,56 @@ _PRICES: dict[type, Callable[[Any], float]] = {
 }
 
 
-class ConnectionHandler(asyncio.Protocol):
-    """Drives one connection from its first byte to its close.
+class State(enum.Enum):
+    """Where a connection is in its life (:attr:`ConnectionHandler.state`).
 
-    The connection's task (made by ``asyncio.start_server``) owns it and waits
-    in :meth:`run` until it ends; the bytes themselves arrive by protocol
-    callbacks. Reading through the task's ``StreamReader`` cost a future, a
-    task wake-up and a copy per chunk, which at tens of thousands of messages
-    a second was the largest cost of all (docs/performance.md).
+    Every transition, and the one method that makes it::
+
+        OPENING         -> SNIFFING        the transport is made, after   connection_made
+                                           its TLS handshake if any
+        SNIFFING        -> AWAITING_HELLO  the first bytes tell framed    _sniffed
+                                           from line mode
+        AWAITING_HELLO  -> REGISTERED      the hub took the hello         _registered
+        AWAITING_HELLO  -> DENIED          a wrong password               _denied
+        any but CLOSED  -> CLOSING         Connection.close, whether the  closed_by_server
+                                           handler or the hub calls it
+        any             -> CLOSED          the transport is lost, or the  _finish
+                                           handler is done with it
+
+    Input is heard in SNIFFING, AWAITING_HELLO and REGISTERED only, and the
+    hello and frame clocks run only there. The connection's task returns
+    once it is CLOSED: a connection closed while its input was being handled
+    is done with at once (its last bytes are queued), one closed from
+    elsewhere once its transport is lost.
+    """
+
+    OPENING = "opening"  # accepted; the transport (and TLS handshake) is being made
+    SNIFFING = "sniffing"  # open; its first bytes will tell framed from line mode
+    AWAITING_HELLO = "awaiting hello"  # the framing is known; no hello accepted yet
+    REGISTERED = "registered"  # the hub knows it by its name
+    DENIED = "denied"  # a wrong password: nothing more is heard; closed after a delay
+    CLOSING = "closing"  # Connection.close has run: its last bytes are on their way
+    CLOSED = "closed"  # its end is known: the connection's task returns
+
+
+# Module-level, for the checks once a unit or a read (a class attribute costs a
+# lookup more; and a set of states is kept off the hot path: an enum member's
+# hash is a Python call).
+_SNIFFING = State.SNIFFING
+_REGISTERED = State.REGISTERED
+_BEFORE_HELLO = frozenset({State.SNIFFING, State.AWAITING_HELLO})
+_HEARD = _BEFORE_HELLO | {State.REGISTERED}
+
+
+class ConnectionHandler(asyncio.Protocol):
+    """Drives one connection from its accept to its close.
+
+    It is the transport's protocol from the start (the server makes the
+    transport with ``loop.connect_accepted_socket``); the connection's task
+    owns it and waits in :meth:`run` until it ends. Reading through a
+    ``StreamReader`` instead cost a future, a task wake-up and a copy per
+    chunk, which at tens of thousands of messages a second was the largest
+    cost of all (docs/performance.md).
     """
 
     __slots__ = (
@@ -207,11 +256,11 @@ class ConnectionHandler(asyncio.Protocol):
         "_held",
         "_hello_timer",
         "_last",
+        "_opened",
         "_password_ok",
         "_pipelined",
         "_pos",
         "_refuse_why",
-        "_refused",
         "_resume_timer",
         "_tokens",
         "_units",
@@ -219,19 +268,27 @@ class ConnectionHandler(asyncio.Protocol):
         "decoder",
         "hub",
         "loop",
-        "registered",
+        "peer",
         "settings",
+        "state",
     )
 
     def __init__(
-        self, hub: Hub, settings: Settings, conn: Connection, refuse: str | None = None
+        self,
+        hub: Hub,
+        settings: Settings,
+        peer: str,
+        refuse: str | None = None,
+        opened: Callable[[Connection], None] | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
-        self.conn = conn
+        self.peer = peer
+        self.state = State.OPENING
+        self.conn: Connection  # made with the transport, in connection_made
+        self._opened = opened  # told of the connection once it is made
         self.loop = asyncio.get_running_loop()
-        self.decoder: FrameDecoder | LineDecoder | None = None
-        self.registered = False
+        self.decoder: FrameDecoder | LineDecoder | None = None  # made by sniffing
         self._done: asyncio.Future[str] = self.loop.create_future()
         self._head = b""  # the first bytes, until they tell framed from line mode
         # Units decoded but not handled yet (a pause); an idle connection
@@ -249,44 +306,85 @@ class ConnectionHandler(asyncio.Protocol):
         self._pipelined = False
         self._defer = False
         self._password_ok = settings.password is None
-        self._refused = False  # a wrong password: waiting out the delay
         self._tokens = float(settings.msg_burst)
         self._last = self.loop.time()
-
-    def start(self, reader: asyncio.StreamReader) -> None:
-        """Take the transport over from the stream reader ``start_server`` made."""
-        if self.settings.hello_timeout > 0:
-            self._hello_timer = self.loop.call_later(
-                self.settings.hello_timeout, self._hello_expired
-            )
-        # From here on the transport calls us. The stream reader may already
-        # hold the first bytes (or the EOF): take them over.
-        buffered = bytes(reader._buffer)  # private, but there is no public peek
-        eof = reader._eof
-        exc = reader.exception()
-        del reader
-        self.conn.transport.set_protocol(self)
-        if buffered:
-            self.data_received(buffered)
-        if exc is not None:
-            self.connection_lost(exc)
-        elif eof:
-            self.connection_lost(None)
 
     async def run(self) -> str:
         """Wait until the connection ends; return why, for the log."""
         try:
             return await self._done
         finally:
-            for timer in (self._hello_timer, self._frame_timer, self._resume_timer):
-                if timer is not None:
-                    timer.cancel()
+            self._stop_timers()
+            if self._resume_timer is not None:
+                self._resume_timer.cancel()
+
+    # ------------------------------------------------------------------
+    # The state's transitions (State lists them)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The hello deadline runs from here: from the accept for a plain
+        # connection, from the end of its handshake for a TLS one.
+        self.conn = Connection(transport, self.peer, self.hub.closer, self)  # type: ignore[arg-type]
+        self.state = _SNIFFING
+        opened, self._opened = self._opened, None  # not kept for the connection's life
+        if opened is not None:
+            opened(self.conn)
+        if self.settings.hello_timeout > 0:
+            self._hello_timer = self.loop.call_later(
+                self.settings.hello_timeout, self._hello_expired
+            )
+
+    def _sniffed(self, framed: bool) -> None:
+        max_frame = self.settings.max_frame
+        self.decoder = FrameDecoder(max_frame) if framed else LineDecoder(max_frame)
+        if not framed:
+            self.conn.kind = ClientKind.LINE_LF  # refined by the first line's ending
+        self.state = State.AWAITING_HELLO
+
+    def _registered(self) -> None:
+        self.state = _REGISTERED
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+
+    def _denied(self) -> None:
+        self.state = State.DENIED
+        self._stop_timers()
+
+    def closed_by_server(self) -> None:
+        """``Connection.close`` has begun (the handler's doing or the hub's):
+        nothing more is heard from this client."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSING
+            self._stop_timers()
+
+    def _finish(self, reason: str) -> None:
+        self.state = State.CLOSED
+        if not self._done.done():
+            self._done.set_result(reason)
+
+    def _stop_timers(self) -> None:
+        """The hello and frame clocks: they only watch a connection still heard."""
+        for timer in (self._hello_timer, self._frame_timer):
+            if timer is not None:
+                timer.cancel()
+        self._hello_timer = self._frame_timer = None
+
+    def _stopped(self) -> bool:
+        """After a unit or a pause: whether input is no longer heard (a closing
+        connection's task may end now: its last bytes are queued)."""
+        state = self.state
+        if state in _HEARD:
+            return False
+        if state is State.CLOSING:
+            self._finish("closed by server")
+        return True
 
     # ------------------------------------------------------------------
     # Transport callbacks
 
     def data_received(self, data: bytes) -> None:
-        if self._done.done():
+        if self.state is not _REGISTERED and self.state not in _HEARD:
             return
         try:
             self._received(data)
@@ -300,15 +398,15 @@ class ConnectionHandler(asyncio.Protocol):
         self._finish("internal error")
 
     def _received(self, data: bytes) -> None:
-        decoder = self.decoder
-        if decoder is None:
+        if self.state is _SNIFFING:
             data = self._sniff(data)
             if not data:
                 # Not even the kind is known yet, but a frame or line has begun.
-                self._watch_partial(bool(self._head))
+                if self.state is _SNIFFING:
+                    self._watch_partial(bool(self._head))
                 return
-            decoder = self.decoder
-            assert decoder is not None
+        decoder = self.decoder
+        assert decoder is not None
         units = decoder.feed(data)
         if self._pos < len(self._units):  # paused: keep the order, handle them later
             self._units.extend(units)  # type: ignore[union-attr]  # non-empty: a list
@@ -331,14 +429,14 @@ class ConnectionHandler(asyncio.Protocol):
             self.hub.wake(self.conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None:
-            self._finish("closed by server" if self.conn.closing else "disconnected")
-        else:
+        if self.state is State.OPENING:
+            return  # a failed handshake: never made, and the connect call raises
+        if exc is not None:
             self._finish(f"connection error: {exc}")
-
-    def _finish(self, reason: str) -> None:
-        if not self._done.done():
-            self._done.set_result(reason)
+        elif self.state is State.CLOSING:
+            self._finish("closed by server")
+        else:
+            self._finish("disconnected")
 
     def _handle_units(self) -> None:
         """Handle the decoded units in order, pausing the reads of a client over its rate."""
@@ -354,7 +452,7 @@ class ConnectionHandler(asyncio.Protocol):
                 self._resume_timer = self.loop.call_soon(self._resume)  # type: ignore[assignment]
                 return
             budget -= 1
-            if hub.holding and self.registered:
+            if hub.holding and self.state is _REGISTERED:
                 # The disk is behind: read nothing more until the commit that
                 # runs is done (the batch after it stays bounded).
                 conn.transport.pause_reading()
@@ -364,8 +462,7 @@ class ConnectionHandler(asyncio.Protocol):
             unit = units[self._pos]
             self._pos += 1
             pause = self._on_unit(unit)
-            if conn.closing:
-                self._finish("closed by server")
+            if self.state is not _REGISTERED and self._stopped():
                 return
             if conn.wait and (self._defer or not self._pipelined):
                 # Gone to the shared log: the next request waits for its answer
@@ -390,9 +487,6 @@ class ConnectionHandler(asyncio.Protocol):
             self._fatal(error)
             self._finish(f"protocol error {error.code}")
             return
-        if self.registered and self._hello_timer is not None:
-            self._hello_timer.cancel()
-            self._hello_timer = None
         self._watch_partial(decoder.partial)
 
     def _release(self, pause: float = 0.0) -> None:
@@ -405,14 +499,13 @@ class ConnectionHandler(asyncio.Protocol):
     def _resume(self) -> None:
         """Go on after a pause (over the rate, or held for a commit)."""
         self._resume_timer = None
-        if self.conn.closing:  # shut down, dropped or replaced meanwhile
-            self._finish("closed by server")
+        if self._stopped():  # shut down, dropped or replaced meanwhile
             return
         try:
             self._handle_units()
         except Exception:
             self._crashed()
-        if self._resume_timer is None and not self._held and not self.conn.closing:
+        if self._resume_timer is None and not self._held and self.state in _HEARD:
             self.conn.transport.resume_reading()
 
     # ------------------------------------------------------------------
@@ -426,10 +519,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._head = data
             return b""
         self._head = b""
-        max_frame = self.settings.max_frame
-        self.decoder = FrameDecoder(max_frame) if framed else LineDecoder(max_frame)
-        if not framed:
-            self.conn.kind = ClientKind.LINE_LF  # refined by the first line's ending
+        self._sniffed(framed)
         if self._refuse_why is not None:
             self._refuse(self._refuse_why)
             self._finish(f"refused: {self._refuse_why}")
@@ -445,7 +535,8 @@ class ConnectionHandler(asyncio.Protocol):
         conn.close(error=ErrorEvent(code=ErrorCode.SERVER_FULL.value, message=why))
 
     def _hello_expired(self) -> None:
-        if not self.registered:
+        self._hello_timer = None
+        if self.state in _BEFORE_HELLO:  # its timer is cancelled on leaving them anyway
             log.info("%s: no hello within %ss", self.conn, self.settings.hello_timeout)
             self.conn.close()
 
@@ -486,7 +577,7 @@ class ConnectionHandler(asyncio.Protocol):
             log.info("%s: hello refused: %s", conn, exc)
             conn.close(error=ErrorEvent(code=exc.code.value, message=exc.message, ref=hello.ref))
             return
-        self.registered = True
+        self._registered()
         log.info("%s: hello (%s)", conn, conn.kind.name.lower())
 
     # ------------------------------------------------------------------
@@ -494,9 +585,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _on_unit(self, unit: bytes) -> float:
         """Handle one frame payload or one line; return how long to pause reading."""
-        if self._refused:
-            return 0.0  # a wrong password: nothing more is heard
-        if not self.registered:
+        if self.state is not _REGISTERED:  # awaiting hello: no unit is read before sniffing
             self._before_hello(unit)
             # Before hello too: 10 000 requests answered `hello_required` in
             # 0.37 s were as cheap to send as they were dear to answer.
@@ -598,12 +687,9 @@ class ConnectionHandler(asyncio.Protocol):
         """
         conn = self.conn
         log.info("%s: wrong or missing password", conn)
-        self._refused = True
+        self._denied()
         self._held = True
         conn.transport.pause_reading()
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-            self._hello_timer = None
         error = ErrorEvent(
             code=ErrorCode.BAD_PASSWORD.value, message="wrong or missing password", ref=ref
         )

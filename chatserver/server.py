@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from .config import Settings
-from .connection import Connection, ConnectionHandler, set_linger
+from .connection import Connection, ConnectionHandler, State, set_linger
 from .history import HistoryStore, MemoryHistory
 from .hub import Hub
 from .listener import (
@@ -195,17 +195,18 @@ class ChatServer:
     # One connection, from accept to close
 
     async def _serve(self, sock: socket.socket, ip: str, peer: str, tls: bool) -> None:
+        handler = self._handler(peer, None)
+        reason = "server shutdown"
         try:
-            opened = await (self._handshake(sock, peer) if tls else _open(sock))
-            if opened is not None:
-                conn, handler = self._take_over(*opened, peer, None)
-                del opened  # the stream objects: an idle connection should not keep them
-                await self._until_closed(conn, handler, None)
+            if await (self._handshake(sock, peer, handler) if tls else _open(sock, handler)):
+                reason = await handler.run()
         except asyncio.CancelledError:
-            pass  # shutdown, before the handshake was done; nobody awaits this task
+            pass  # shutdown: nobody awaits this task
         except Exception:  # a bug of ours must cost one connection, never the server
             log.exception("%s: internal error", peer)
+            reason = "internal error"
         finally:
+            self._ended(handler, reason)
             self.admitted -= 1
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
@@ -216,88 +217,82 @@ class ChatServer:
         self, sock: socket.socket, peer: str, why: str, hold: float = 0, spare: bool = False
     ) -> None:
         """Tell a client over a limit ``server_full`` once its first bytes say how."""
+        handler = self._handler(peer, why)
+        timer = None
         try:
-            opened = await _open(sock)
-            conn, handler = self._take_over(*opened, peer, why)
-            del opened
-            timer = asyncio.get_running_loop().call_later(hold, conn.close) if hold else None
-            await self._until_closed(conn, handler, why)
-            if timer is not None:
-                timer.cancel()
+            await _open(sock, handler)
+            if hold:
+                timer = asyncio.get_running_loop().call_later(hold, handler.conn.close)
+            await handler.run()
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("%s: internal error", peer)
         finally:
+            if timer is not None:
+                timer.cancel()
+            self._ended(handler, None)
             self._refusing -= 1
             if spare:
                 self._spare_back()
 
-    async def _handshake(
-        self, sock: socket.socket, peer: str
-    ) -> tuple[asyncio.Transport, asyncio.StreamReader] | None:
+    async def _handshake(self, sock: socket.socket, peer: str, handler: ConnectionHandler) -> bool:
         """TLS within the hello deadline: no work until the client speaks, then a
-        slot among ``--max-handshakes``."""
+        slot among ``--max-handshakes``; whether the connection is open."""
         assert self._handshakes is not None and self.tls is not None
+        loop = asyncio.get_running_loop()
         timeout = self.settings.hello_timeout or None
+        deadline = None if timeout is None else loop.time() + timeout
         handed = False
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 # Waiting costs a socket and this task; a handshake, a few
                 # hundred KiB (asyncio's and uvloop's TLS layers read into 256 KiB).
                 await _readable(sock)
                 if not _has_bytes(sock):
                     log.info("%s: closed before a TLS handshake", peer)
-                    return None
-                async with self._handshakes:
-                    handed = True  # from here on the transport owns the socket
-                    return await _open(sock, self.tls)
-        except TimeoutError:
+                    return False
+                await self._handshakes.acquire()
+            try:
+                handed = True  # from here on the transport owns the socket
+                # The rest of the deadline is the TLS layer's to keep (None:
+                # its default of 60 s); it aborts a handshake that runs over.
+                left = None if deadline is None else max(deadline - loop.time(), 0.001)
+                await _open(sock, handler, self.tls, left)
+            finally:
+                self._handshakes.release()
+            return True
+        except (TimeoutError, ConnectionAbortedError):  # ours, or the TLS layer's
             log.info("%s: no TLS handshake within %ss", peer, timeout)
         except OSError as exc:  # ssl.SSLError, a reset, EOF
             log.info("%s: TLS handshake failed: %s", peer, getattr(exc, "reason", None) or exc)
         finally:
             if not handed:
                 sock.close()
-        return None
+        return False
 
-    def _take_over(
-        self,
-        transport: asyncio.Transport,
-        reader: asyncio.StreamReader,
-        peer: str,
-        refuse: str | None,
-    ) -> tuple[Connection, ConnectionHandler]:
+    def _handler(self, peer: str, refuse: str | None) -> ConnectionHandler:
+        """The protocol for one accepted socket. Its connection is counted in
+        :attr:`connections` once made, before its first bytes are read."""
         assert self.hub is not None
-        conn = Connection(transport, peer, self.hub.closer)
         task = asyncio.current_task()
         assert task is not None
-        self.connections[conn] = task
-        if refuse is None:
-            log.info("%s: connect", peer)
-        handler = ConnectionHandler(self.hub, self.settings, conn, refuse)
-        try:
-            handler.start(reader)
-        except BaseException:
-            self._forget(conn)
-            raise
-        return conn, handler
 
-    async def _until_closed(
-        self, conn: Connection, handler: ConnectionHandler, refuse: str | None
-    ) -> None:
-        reason = "?"
-        try:
-            reason = await handler.run()
-        except asyncio.CancelledError:
-            reason = "server shutdown"
-        except Exception:
-            log.exception("%s: internal error", conn)
-            reason = "internal error"
-        finally:
-            self._forget(conn)
+        def opened(conn: Connection) -> None:
+            self.connections[conn] = task
             if refuse is None:
-                log.info("%s: disconnect (%s)", conn, reason)
+                log.info("%s: connect", peer)
+
+        return ConnectionHandler(self.hub, self.settings, peer, refuse, opened)
+
+    def _ended(self, handler: ConnectionHandler, reason: str | None) -> None:
+        """The connection's task is ending: forget its connection, if one was
+        made, and log why (``reason``; None for a refusal: not logged)."""
+        if handler.state is State.OPENING:
+            return  # no transport: the handshake failed, or shutdown came first
+        self._forget(handler.conn)
+        if reason is not None:
+            log.info("%s: disconnect (%s)", handler.conn, reason)
 
     def _forget(self, conn: Connection) -> None:
         assert self.hub is not None
@@ -333,15 +328,18 @@ class ChatServer:
 
 
 async def _open(
-    sock: socket.socket, tls: ssl.SSLContext | None = None
-) -> tuple[asyncio.Transport, asyncio.StreamReader]:
-    """A transport for an accepted socket; its first bytes wait in the reader
-    until the connection's handler takes over (as with ``start_server``)."""
+    sock: socket.socket,
+    handler: ConnectionHandler,
+    tls: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+) -> bool:
+    """Make the transport of an accepted socket, ``handler`` its protocol from
+    the start (after the TLS handshake, if any, it is called on its own)."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, ssl=tls)
-    return transport, reader  # type: ignore[return-value]
+    await loop.connect_accepted_socket(
+        lambda: handler, sock, ssl=tls, ssl_handshake_timeout=handshake_timeout if tls else None
+    )
+    return True
 
 
 async def _readable(sock: socket.socket) -> None:

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -358,3 +359,35 @@ def test_handshakes_in_progress_are_capped(
         selector.close()
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stalled_handshake_ends_at_the_hello_deadline(
+    start_server, certs: dict[str, Path], client_ctx, loop: str
+) -> None:
+    """--max-handshakes 1 --hello-timeout 1: a client that stalls in its
+    handshake holds the slot until the deadline (the TLS layer aborts it), and
+    one waiting behind it is closed at its own deadline, unanswered."""
+    server = start_server(
+        "--loop", loop, "--max-handshakes", "1", "--hello-timeout", "1", *_tls_args(certs)
+    )
+    port = _tls_port_of(server)
+    stalled, waiting = _raw("127.0.0.1", port, 2)
+    try:
+        start = time.monotonic()
+        stalled.sendall(_client_hello(client_ctx))
+        assert stalled.recv(1)  # its ServerHello: the slot is taken
+        waiting.sendall(_client_hello(client_ctx))
+        read_to_eof(stalled)
+        assert read_to_eof(waiting) == b""
+        assert 0.8 < time.monotonic() - start < 3
+        deadline = time.monotonic() + TIMEOUT
+        while len(_log_lines(server, r"no TLS handshake within 1.0s")) < 2:
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)
+        secure = TLSClient(port, client_ctx)  # the slot is free again
+        secure.hello("secure")
+        secure.close()
+    finally:
+        stalled.close()
+        waiting.close()
