@@ -117,7 +117,8 @@ local sprev = string.format('%.0f', prev)
 for i = 4, #ARGV, 2 do
   id = id + 1
   local sid = string.format('%.0f', id)
-  redis.call('XADD', LOG, 'MAXLEN', '~', KEEP, sid .. '-0', 'k', ARGV[i], 'p', sprev, 'e', ARGV[i + 1])
+  redis.call('XADD', LOG, 'MAXLEN', '~', KEEP, sid .. '-0',
+             'k', ARGV[i], 'p', sprev, 'e', ARGV[i + 1])
   sprev = sid
 end
 redis.call('SET', LAST, sprev)
