@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 READ_COUNT = 1000  # entries read from the stream at a time
+TURN_BYTES = 64 * 1024  # entries applied before the loop's other work has a turn
 RETRY_FIRST = 0.1  # seconds before reconnecting to a lost Redis, doubling...
 RETRY_MAX = 2.0  # ...up to this
 START_TIMEOUT = 10.0  # seconds a starting process waits for Redis
@@ -692,6 +693,7 @@ class RedisLink:
         entries = reply[0][1]
         hub = self._hub
         assert hub is not None
+        size = 0
         for stream_id, fields in entries:
             entry_id = int(stream_id.split(b"-", 1)[0])
             if upto is not None and entry_id > upto:
@@ -702,10 +704,18 @@ class RedisLink:
                 self.pos = entry_id
                 await self._resync()
             self.pos = entry_id
+            body = fields[5]
             try:
-                self._apply(entry_id, fields[1], loads(fields[5]), archive_only=upto)
+                self._apply(entry_id, fields[1], loads(body), archive_only=upto)
             except Exception:  # one bad entry must not stop the log
                 log.exception("cluster: cannot apply entry %d", entry_id)
+            size += len(body)
+            if size > TURN_BYTES:
+                # A turn's output is bounded as on one process: what was applied
+                # is written (and a reader that keeps nothing is found slow)
+                # before the next part of a large read.
+                size = 0
+                await asyncio.sleep(0)
         self._commit()
         return True
 
