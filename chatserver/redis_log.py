@@ -327,6 +327,7 @@ class RedisLink:
         self._reader: Any = None
         self._scripts: dict[str, Any] = {}
         self._committing = False
+        self._releasing = False  # the hub's held input is to be let go next turn
 
     def bind(self, hub: Hub) -> None:
         self._hub = hub
@@ -516,9 +517,16 @@ class RedisLink:
         hub = self._hub
         assert hub is not None
         hub.answered(pending[0])
-        if hub.holding and len(self._pending) < MAX_IN_FLIGHT // 2:
-            hub.release_held()
+        if hub.holding and not self._releasing and len(self._pending) < MAX_IN_FLIGHT // 2:
+            # Next turn, not inside the entry being applied.
+            self._releasing = True
+            asyncio.get_running_loop().call_soon(self._release_held)
         return pending[0], pending[1]
+
+    def _release_held(self) -> None:
+        self._releasing = False
+        assert self._hub is not None
+        self._hub.release_held()
 
     def _expire(self) -> None:
         """Requests whose entry never came back (lost with Redis's data, or
