@@ -47,6 +47,7 @@ from .log import ClusterError
 from .protocol import DmEvent, ErrorCode, MsgEvent, ProtocolError, Ref, name_key, now_ts
 from .protocol.jsoncodec import dumps, loads
 from .ratelog import Throttle
+from .resp import RespConnection, RespError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 READ_COUNT = 1000  # entries read from the stream at a time
+CALL_TIMEOUT = 5.0  # seconds a call to Redis may take before Redis is taken for lost
+ARCHIVE_EVERY = 0.1  # seconds between the archive's commits, at most
 TURN_BYTES = 64 * 1024  # entries applied before the loop's other work has a turn
 RETRY_FIRST = 0.1  # seconds before reconnecting to a lost Redis, doubling...
 RETRY_MAX = 2.0  # ...up to this
@@ -324,7 +327,9 @@ class RedisLink:
         self._lost_log = Throttle()
         self._gaps_log = Throttle()
         self._client: Any = None
-        self._reader: Any = None
+        # The hot path's own connections (resp.py): the writes, and the log's reads.
+        self._wire: RespConnection | None = None
+        self._feed: RespConnection | None = None
         self._scripts: dict[str, Any] = {}
         self._committing = False
         self._releasing = False  # the hub's held input is to be let go next turn
@@ -345,11 +350,6 @@ class RedisLink:
         url = self.settings.redis
         assert url is not None
         self._client = redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, protocol=2)
-        # Its own connection: a read blocks it for a while. Its replies are
-        # taken raw (each entry's fields by position): the library's parsing
-        # into dicts, and its per-reply bookkeeping, cost more than applying them.
-        self._reader = redis.from_url(url, socket_timeout=10, socket_connect_timeout=3, protocol=2)
-        self._reader.set_response_callback("XREAD", _raw)
         for name, source in (
             ("append", _APPEND),
             ("claim", _CLAIM),
@@ -419,10 +419,12 @@ class RedisLink:
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._call("start", [self.node]), 3)
                 await self._client.hdel(self.keys[3], self.node)
-        for client in (self._client, self._reader):
-            if client is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+        if self._client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.aclose()
+        for wire in (self._wire, self._feed):
+            if wire is not None:
+                wire.close()
 
     # ------------------------------------------------------------------
     # Calls
@@ -475,11 +477,8 @@ class RedisLink:
             if not ops:
                 continue
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for op in ops:
-                        await op.script(keys=self.keys, args=self._argv(op.args), client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as exc:
+                results = await self._send(ops)
+            except (RedisError, OSError, TimeoutError) as exc:
                 self._lost(exc)
                 for op in ops:
                     if op.failed is not None:
@@ -492,6 +491,23 @@ class RedisLink:
                         op.failed(result)
                 elif op.done is not None:
                     op.done(result)
+
+    async def _send(self, ops: list[_Op]) -> list[Any]:
+        """One round trip: every op's script, pipelined on the lean connection
+        (a script Redis lost, with a restart, is loaded again and its op resent)."""
+        wire = self._wire
+        if wire is None or not wire.alive():
+            wire = self._wire = await RespConnection.open(self.settings.redis or "")
+        keys = self.keys
+        calls = [wire.call("EVALSHA", op.script.sha, 4, *keys, *self._argv(op.args)) for op in ops]
+        results = [await asyncio.wait_for(call, CALL_TIMEOUT) for call in calls]
+        for i, result in enumerate(results):
+            if isinstance(result, RespError) and str(result).startswith("NOSCRIPT"):
+                op = ops[i]
+                await asyncio.wait_for(wire.call("SCRIPT", "LOAD", op.script.script), CALL_TIMEOUT)
+                call = wire.call("EVALSHA", op.script.sha, 4, *keys, *self._argv(op.args))
+                results[i] = await asyncio.wait_for(call, CALL_TIMEOUT)
+        return results
 
     def _check_up(self) -> None:
         if not self.up:
@@ -692,10 +708,17 @@ class RedisLink:
 
     async def _read(self, block: int | None, upto: int | None = None) -> bool:
         """Read and apply the next entries; whether there were any."""
+        feed = self._feed
+        if feed is None or not feed.alive():
+            feed = self._feed = await RespConnection.open(self.settings.redis or "")
         args: list[Any] = ["XREAD", "COUNT", READ_COUNT]
         if block is not None:
             args += ["BLOCK", block]
-        reply = await self._reader.execute_command(*args, "STREAMS", self.keys[0], f"{self.pos}-0")
+        call = feed.call(*args, "STREAMS", self.keys[0], b"%d-0" % self.pos)
+        wait = CALL_TIMEOUT + (block or 0) / 1000
+        reply = await asyncio.wait_for(call, wait)
+        if isinstance(reply, RespError):
+            raise ConnectionError(f"Redis refused to read the log: {reply}")
         if not reply:
             return False
         entries = reply[0][1]
@@ -787,11 +810,17 @@ class RedisLink:
         return (None, None) if pending is None else pending
 
     def _commit(self) -> None:
-        """The archive is written behind the log: nothing waits for it."""
+        """The archive is written behind the log, nothing waits for it, and a
+        few times a second at most (a commit a read cost more than the read):
+        what a crash loses of it, the log has, and the start reads it back."""
         store = self.store
         if self._committing or not store.has_pending():
             return
         self._committing = True
+        asyncio.get_running_loop().call_later(ARCHIVE_EVERY, self._commit_now)
+
+    def _commit_now(self) -> None:
+        store = self.store
 
         def done(error: BaseException | None) -> None:
             self._committing = False
@@ -826,7 +855,7 @@ class RedisLink:
         registry again, and tell everyone here the differences."""
         hub = self._hub
         assert hub is not None
-        names = await self._reader.hgetall(self.keys[2])
+        names = await self._client.hgetall(self.keys[2])
         now = now_ts()
         seen: set[str] = set()
         for raw_key, raw in names.items():
@@ -917,10 +946,6 @@ class RedisLink:
         self._up_since = time.monotonic()
         self._lost_log.reset()
         log.warning("cluster: Redis is back")
-
-
-def _raw(response: Any, **options: Any) -> Any:
-    return response
 
 
 _REFUSALS = {

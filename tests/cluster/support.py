@@ -115,8 +115,12 @@ class Node(ProcessServer):
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
 
-    def restart(self) -> None:
-        """Kill it (if it runs) and start it again with the same arguments, port and database."""
+    def restart(self, *, graceful: bool = False) -> None:
+        """Kill it (if it runs; SIGTERM and its orderly shutdown when ``graceful``)
+        and start it again with the same arguments, port and database."""
+        if graceful and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(TIMEOUT)
         self.kill()
         self._launch([*self._first_cmd, "--port", str(self.port)], self.env)
 
