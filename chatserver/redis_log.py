@@ -61,7 +61,7 @@ log = logging.getLogger("chatserver")
 READ_COUNT = 1000  # entries read from the stream at a time
 CALL_TIMEOUT = 5.0  # seconds a call to Redis may take before Redis is taken for lost
 ARCHIVE_EVERY = 0.1  # seconds between the archive's commits, at most
-TURN_BYTES = 64 * 1024  # entries applied before the loop's other work has a turn
+TURN_BYTES = 256 * 1024  # log bytes applied before the loop's other work has a turn
 RETRY_FIRST = 0.1  # seconds before reconnecting to a lost Redis, doubling...
 RETRY_MAX = 2.0  # ...up to this
 START_TIMEOUT = 10.0  # seconds a starting process waits for Redis
@@ -686,7 +686,10 @@ class RedisLink:
             try:
                 if not self.up:
                     await self._reconnect()
-                await self._read(block=1000)
+                if await self._read(block=1000):
+                    # Let this turn's input reach Redis before reading again:
+                    # reads that carry more make fewer writes to the clients.
+                    await asyncio.sleep(0)
                 retry = RETRY_FIRST
             except (RedisError, OSError) as exc:
                 if self.up and await self._answers():
