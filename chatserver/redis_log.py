@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatserver")
 
 READ_COUNT = 1000  # entries read from the stream at a time
+CATCH_UP_WAIT = 0.05  # seconds the writer waits at most for its last batch to be read back
 CALL_TIMEOUT = 5.0  # seconds a call to Redis may take before Redis is taken for lost
 ARCHIVE_EVERY = 0.1  # seconds between the archive's commits, at most
 TURN_BYTES = 256 * 1024  # log bytes applied before the loop's other work has a turn
@@ -126,7 +127,7 @@ for i = 4, #ARGV, 2 do
   sprev = sid
 end
 redis.call('SET', LAST, sprev)
-return (#ARGV - 3) / 2
+return sprev
 """
 )
 
@@ -317,6 +318,9 @@ class RedisLink:
         self._hub: Hub | None = None
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
+        # The writer waits for the reader to have read its last batch back.
+        self._caught_up = asyncio.Event()
+        self._read_upto = 0
         # token -> (requester, what it asked, when)
         self._pending: dict[int, tuple[Connection, Any, float]] = {}
         self._token = 0
@@ -484,13 +488,25 @@ class RedisLink:
                     if op.failed is not None:
                         op.failed(exc)
                 continue
+            appended = 0
             for op, result in zip(ops, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("cluster: a script failed: %s", result)
                     if op.failed is not None:
                         op.failed(result)
-                elif op.done is not None:
+                    continue
+                if op.tokens is not None:
+                    appended = int(result)
+                if op.done is not None:
                     op.done(result)
+            if appended > self.pos:
+                # The next batch goes once this one is read back: as on one
+                # process, a turn takes in everything that came meanwhile,
+                # and there are as few round trips as there are reads.
+                self._read_upto = appended
+                self._caught_up.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_WAIT)
 
     async def _send(self, ops: list[_Op]) -> list[Any]:
         """One round trip: every op's script, pipelined on the lean connection
@@ -738,6 +754,8 @@ class RedisLink:
                 self.pos = entry_id
                 await self._resync()
             self.pos = entry_id
+            if entry_id >= self._read_upto:
+                self._caught_up.set()
             body = fields[5]
             try:
                 self._apply(entry_id, fields[1], loads(body), archive_only=upto)
