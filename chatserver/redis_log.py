@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -372,7 +373,7 @@ class RedisLink:
                 break
             except (RedisError, OSError) as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"cannot reach Redis at {url}: {exc}") from None
+                    raise ClusterError(f"cannot reach Redis at {shown_url(url)}: {exc}") from None
                 await asyncio.sleep(0.2)
         if freed:
             log.info("cluster: %d names left by an earlier run of %s freed", freed, self.node)
@@ -388,7 +389,7 @@ class RedisLink:
         log.info(
             "cluster: node %s on %s, log at %d, %d names elsewhere",
             self.node,
-            url,
+            shown_url(url),
             self.pos,
             len(self._hub.remote) if self._hub else 0,
         )
@@ -967,6 +968,16 @@ class RedisLink:
         self._up_since = time.monotonic()
         self._lost_log.reset()
         log.warning("cluster: Redis is back")
+
+
+def shown_url(url: str) -> str:
+    """The URL for the log: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 _REFUSALS = {
