@@ -196,3 +196,18 @@ def test_history_deeper_than_redis_keeps_comes_from_each_archive(
     carol = counting(b.port, "carol", rooms=["lobby"])
     carol.send({"type": "history", "limit": 200, "ref": "all"})
     assert [m["id"] for m in carol.expect("history", ref="all")["messages"]] == sent
+
+
+def test_with_the_default_timeout_a_dead_process_is_freed_within_30_s(
+    cluster: Callable[..., list[Node]], counting: Callable[..., CountingClient]
+) -> None:
+    a, b = cluster(2)  # --node-timeout as shipped (15 s)
+    dave = counting(a.port, "dave", rooms=["lobby", "ops"])
+    bob = counting(b.port, "bob", rooms=["lobby", "ops"])
+    dave.say("here")
+    killed = time.monotonic()
+    a.kill()
+    left = {bob.expect("leave", name="dave", timeout=30)["room"] for _ in range(2)}
+    assert left == {"lobby", "ops"}  # one leave a room
+    assert time.monotonic() - killed < 30
+    counting(b.port, "dave")  # the name is free
