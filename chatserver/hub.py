@@ -475,13 +475,9 @@ class Hub:
         Raises ProtocolError (fatal for the caller) when the name is refused
         at once; a cluster's registry may refuse later (``refused_hello``).
         """
-        if len(hello.rooms) > self.settings.max_rooms:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms a client"
-            )
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
-        self.names.claim(conn, hello)
+        self.names.claim(conn, hello)  # it checks --max-rooms with the rooms kept
 
     @staticmethod
     def same_session(held: str | None, given: str | None) -> bool:

@@ -86,6 +86,14 @@ local function append(kind, body)
   return sid
 end
 local function node_set(node) return PREFIX .. ':node:' .. node end
+-- A name's holder, if this process holds it.
+local function held_here(key, node)
+  local held = redis.call('HGET', NAMES, key)
+  if not held then return nil end
+  local user = cjson.decode(held)
+  if user.node ~= node then return nil end
+  return user
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -95,15 +103,12 @@ local function free_node(node, reason)
   local set = node_set(node)
   local n = 0
   for _, key in ipairs(redis.call('SMEMBERS', set)) do
-    local held = redis.call('HGET', NAMES, key)
-    if held then
-      local user = cjson.decode(held)
-      if user.node == node then
-        redis.call('HDEL', NAMES, key)
-        append('offline', cjson.encode({key = key, name = user.name, rooms = user.rooms,
-                                        reason = reason}))
-        n = n + 1
-      end
+    local user = held_here(key, node)
+    if user then
+      redis.call('HDEL', NAMES, key)
+      append('offline', cjson.encode({key = key, name = user.name, rooms = user.rooms,
+                                      reason = reason}))
+      n = n + 1
     end
   end
   redis.call('DEL', set)
@@ -173,10 +178,8 @@ _MEMBER = (
     _PRELUDE
     + """
 local key, node, room, kind = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local held = redis.call('HGET', NAMES, key)
-if not held then return {0, 'gone'} end
-local user = cjson.decode(held)
-if user.node ~= node then return {0, 'gone'} end
+local user = held_here(key, node)
+if not user then return {0, 'gone'} end
 local rooms, found = {}, false
 for _, r in ipairs(user.rooms) do
   if r == room then found = true else rooms[#rooms + 1] = r end
@@ -198,10 +201,8 @@ _RENAME = (
     _PRELUDE
     + """
 local key, new_key, new, node = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local held = redis.call('HGET', NAMES, key)
-if not held then return {0, 'gone'} end
-local user = cjson.decode(held)
-if user.node ~= node then return {0, 'gone'} end
+local user = held_here(key, node)
+if not user then return {0, 'gone'} end
 if new_key ~= key and redis.call('HEXISTS', NAMES, new_key) == 1 then return {0, 'taken'} end
 local body = cjson.decode(ARGV[8])
 body.old = user.name
@@ -219,10 +220,8 @@ _RELEASE = (
     _PRELUDE
     + """
 local key, node, session, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local held = redis.call('HGET', NAMES, key)
-if not held then return {0, 'gone'} end
-local user = cjson.decode(held)
-if user.node ~= node or user.session ~= session then return {0, 'gone'} end
+local user = held_here(key, node)
+if not user or user.session ~= session then return {0, 'gone'} end
 redis.call('HDEL', NAMES, key)
 redis.call('SREM', node_set(node), key)
 return {1, append('offline', cjson.encode({key = key, name = user.name, rooms = user.rooms,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Client, ThreadServer
+from tests.helpers import Client, ProcessServer, ThreadServer
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -28,6 +28,21 @@ def make_server() -> Iterator[Callable[..., ThreadServer]]:
         return server
 
     yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ProcessServer]]:
+    """Start ``python -m chatserver`` processes; all are killed after the test."""
+    servers: list[ProcessServer] = []
+
+    def start(*args: str) -> ProcessServer:
+        server = ProcessServer(*args)
+        servers.append(server)
+        return server
+
+    yield start
     for server in servers:
         server.stop()
 

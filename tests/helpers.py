@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from chatserver.bench.launcher import FollowedLog
 from chatserver.config import Settings
 from chatserver.protocol import FrameDecoder, encode_frame
 from chatserver.server import ChatServer
@@ -269,51 +270,26 @@ class ProcessServer:
             text=True,
             env={**os.environ, **(env or {})},
         )
-        self.log: list[str] = []
-        self._cursor = 0  # wait_log looks at the lines from here on
-        self._eof = False
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._log = FollowedLog(self.proc.stderr)
+        self.log = self._log.lines
         line = self.wait_log(r"listening on")
         match = re.search(r"listening on (\S+):(\d+)", line)
         assert match, line
         self.port = int(match.group(2))
 
-    def _read_log(self) -> None:
-        for line in self.proc.stderr:  # type: ignore[union-attr]
-            with self._changed:
-                self.log.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
     def wait_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
         """The next log line (after the last one matched) that matches."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                while self._cursor < len(self.log):
-                    line = self.log[self._cursor]
-                    self._cursor += 1
-                    if re.search(pattern, line):
-                        return line
-                left = deadline - time.monotonic()
-                if self._eof or left <= 0:
-                    break
-                self._changed.wait(left)
-        raise AssertionError(f"log never matched {pattern!r}: {''.join(self.log)}")
+        line = self._log.wait(pattern, timeout)
+        if line is None:
+            raise AssertionError(f"log never matched {pattern!r}: {''.join(self.log)}")
+        return line
 
     def wait_exit(self, timeout: float = TIMEOUT) -> int:
         """Wait for the process to end and its log to be read to the end; its status."""
         status = self.proc.wait(timeout)
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._eof, timeout):
-                raise AssertionError("the log never ended")
+        if not self._log.wait_end(timeout):
+            raise AssertionError("the log never ended")
         return status
-
-    def drain(self) -> None:
-        """Nothing to do: the log is always read in the background (kept for callers)."""
 
     def rss_kib(self) -> int:
         """The server's resident set size in KiB, from /proc (Linux)."""

@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SERVER_CPU = 0
 START_TIMEOUT = 15.0
@@ -103,6 +105,49 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class FollowedLog:
+    """A process's output, read a line at a time on a thread from its start (a
+    chatty process never blocks on a full pipe), with a wait for the next line
+    that matches. One per run of a process: a restart makes a new one, so the
+    old run's reader, still reading to its end, touches nothing of the new."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self.ended = False
+        self._cursor = 0  # wait() looks at the lines from here on
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    def wait(self, pattern: str, timeout: float) -> str | None:
+        """The next line (after the last one matched) that matches; None if the
+        output ended or ``timeout`` passed first (``ended`` tells which)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                while self._cursor < len(self.lines):
+                    line = self.lines[self._cursor]
+                    self._cursor += 1
+                    if re.search(pattern, line):
+                        return line
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    return None
+                self._changed.wait(left)
+
+    def wait_end(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.ended, timeout)
 
 
 class ServerProcess:

@@ -14,18 +14,15 @@ enough RESP for ``PING``, ``XADD``, ``XRANGE``, ``INFO`` and the like.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from .launcher import free_port, proc_cpu_seconds, proc_rss_kib
+from .launcher import FollowedLog, free_port, proc_cpu_seconds, proc_rss_kib
 
 START_TIMEOUT = 10.0
 # Where redis-server is, when it is not on PATH (and the tests' way to pretend
@@ -163,11 +160,6 @@ class RedisProcess:
     def start(self) -> None:
         """Start it (again, on the same directory and port) and wait until it answers."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = None  # first: the last run's log reader must not touch this run's state
-        self.log = []
-        self._cursor = 0
-        self._changed = threading.Condition()
-        self._eof = False
         self.proc = subprocess.Popen(
             self.command_line,
             stdout=subprocess.PIPE,
@@ -175,7 +167,8 @@ class RedisProcess:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+        self._log = FollowedLog(self.proc.stdout)
+        self.log = self._log.lines
         try:
             self.wait_log(r"Ready to accept connections", START_TIMEOUT)
             reply = self.command("PING")
@@ -186,34 +179,12 @@ class RedisProcess:
             self.kill()
             raise RuntimeError(f"redis-server answered PING with {reply!r}")
 
-    def _read_log(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        changed = self._changed  # this run's: a restart makes new ones
-        for line in proc.stdout:
-            with changed:
-                if proc is self.proc:
-                    self.log.append(line)
-                changed.notify_all()
-        with changed:
-            if proc is self.proc:  # not a killed run's end, read after the restart
-                self._eof = True
-            changed.notify_all()
-
     def wait_log(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
         """The next line of its log (since the last one matched) that matches."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                while self._cursor < len(self.log):
-                    line = self.log[self._cursor]
-                    self._cursor += 1
-                    if re.search(pattern, line):
-                        return line
-                left = deadline - time.monotonic()
-                if self._eof or left <= 0:
-                    break
-                self._changed.wait(left)
-        why = "exited" if self._eof else f"said nothing like it within {timeout}s"
+        line = self._log.wait(pattern, timeout)
+        if line is not None:
+            return line
+        why = "exited" if self._log.ended else f"said nothing like it within {timeout}s"
         raise RuntimeError(f"redis-server {why} ({pattern!r}): {''.join(self.log[-10:])}")
 
     def kill(self) -> None:

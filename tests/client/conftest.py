@@ -1,16 +1,27 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll the app's model until check() holds (the app redraws on its own loop)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.01)
 
 
 def _port_args(port: int | None) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,7 +22,7 @@ from chatclient.session import SessionConfig, Tracker, format_address, welcome_n
 from chatclient.state import ChatState, Kind
 from chatclient.tui import ChatApp
 from chatserver.protocol import Hello, HistoryReply, MsgEvent, Welcome, parse_event
-from tests.client.conftest import Lines, run_client, spawn_client
+from tests.client.conftest import Lines, run_client, spawn_client, until
 from tests.helpers import Client, ProcessServer, ThreadServer
 
 LOCAL = "127.0.0.1"
@@ -34,18 +33,9 @@ def address(port: int) -> str:
 
 
 @pytest.fixture
-def servers() -> Iterator[Callable[..., ProcessServer]]:
-    """Start ``python -m chatserver`` processes; all are killed after the test."""
-    started: list[ProcessServer] = []
-
-    def factory(*args: str) -> ProcessServer:
-        server = ProcessServer("--msg-rate", "0", *args)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
+def servers(start_server: Callable[..., ProcessServer]) -> Callable[..., ProcessServer]:
+    """Server processes without a rate limit (all killed after the test)."""
+    return lambda *args: start_server("--msg-rate", "0", *args)
 
 
 @pytest.fixture
@@ -289,15 +279,6 @@ def test_from_the_second_back_to_the_first_wrapping_around(
 
 
 # ---------------------------------------------------------------- the full-screen app
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll the app's model until check() holds (the app redraws on its own loop)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.01)
 
 
 def test_the_status_bar_names_the_server_it_moved_to(

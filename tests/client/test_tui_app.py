@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from prompt_toolkit.input import create_pipe_input
@@ -12,16 +11,8 @@ from prompt_toolkit.output import DummyOutput
 from chatclient.session import SessionConfig
 from chatclient.state import Kind
 from chatclient.tui import ChatApp
+from tests.client.conftest import until
 from tests.helpers import Client, ThreadServer
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll the app's model until check() holds (the app redraws on its own loop)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.01)
 
 
 def texts(chat: ChatApp, room: str) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import Client, ProcessServer
+from tests.helpers import Client
 
 _refs = itertools.count()
 
@@ -51,21 +51,6 @@ class Bystanders:
     def close(self) -> None:
         self.alice.close()
         self.bob.close()
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., ProcessServer]]:
-    servers: list[ProcessServer] = []
-
-    def start(*args: str) -> ProcessServer:
-        server = ProcessServer(*args)
-        server.drain()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
