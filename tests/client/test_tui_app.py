@@ -48,12 +48,12 @@ def test_type_switch_complete_paste_quit(
             assert chat.state.panes["dev"].unread == 0
 
             keys.send_text("hi b\t")  # Tab completes the only matching nick
-            await until(lambda: chat.input.text == "hi bob")
+            await until(lambda: chat.input.text == "hi bob ")
             keys.send_text("\r")
-            assert (await asyncio.to_thread(bob.expect, "msg", text="hi bob"))["room"] == "dev"
+            assert (await asyncio.to_thread(bob.expect, "msg", text="hi bob "))["room"] == "dev"
 
             keys.send_text("\x1b[200~one\ntwo\x1b[201~")  # a bracketed paste of two lines
-            await until(lambda: chat.pending_paste == ["one", "two"])
+            await until(lambda: chat.pending == ["one", "two"])
             keys.send_text("y")
             assert (await asyncio.to_thread(bob.expect, "msg", text="one"))["room"] == "dev"
             await asyncio.to_thread(bob.expect, "msg", text="two")
