@@ -37,6 +37,9 @@ def wrap(prefix: Fragments, body: Fragments, width: int) -> list[Fragments]:
 
     def new_row() -> None:
         nonlocal row, col
+        if row and row[-1][1].endswith(" "):  # no blanks at the end of a broken row
+            style, last = row[-1]
+            row[-1] = (style, last.rstrip(" "))
         rows.append(row)
         row = [("", pad)] if indent else []
         col = indent
