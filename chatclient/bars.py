@@ -121,7 +121,7 @@ def member_fragments(state: ChatState, width: int, height: int, offset: int) -> 
         out.extend(clip([(style, escape(name))], width))
         out.append(("", "\n"))
     if more > 0:
-        out.append(("class:system", f"+{more} (F12)"[:width]))
+        out.append(("class:system", f"+{more} more"[:width]))
     if total > len(names) and not more:
         out.append(("class:system", f"+{total - len(names)} not listed"[:width]))
     return out

@@ -244,6 +244,7 @@ class ChatState:
         self.current = ""
         self.status = "connecting"
         self.latency: float | None = None
+        self.detail = ""  # why offline, and when the next try is
         self.bell_pending = False
         self.alerts: list[tuple[str, str]] = []  # (pane title, text) to notify the user of
         self.notes: deque[Line] = deque(maxlen=NOTES_KEPT)  # client lines while no pane is open
@@ -580,6 +581,7 @@ class ChatState:
         """
         if status in ("connecting", "online") and detail:
             self.server = detail
+        self.detail = detail if status == "offline" else ""
         if status == "offline" and self.status == "online":
             self._dropped = True
             self.latency = None

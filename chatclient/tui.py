@@ -307,6 +307,9 @@ class ChatApp:
         ]
         if online and lag is not None:
             parts.append(("", f" │ lag {lag * 1000:.0f} ms"))
+        elif state.status == "offline" and state.detail:
+            when = state.detail.rsplit("; ", 1)[-1]  # "retrying in 2.0 s"; the panes say why
+            parts.append(("", f" │ {escape(when)} (/reconnect)"))
         parts.extend(bars.activity_fragments(state))  # type: ignore[arg-type]
         if not state.smart_filter:
             parts.append(("", " │ filter off"))
@@ -385,6 +388,22 @@ class ChatApp:
         bind("filter", lambda e: self.toggle_filter())
         bind("mouse", lambda e: self.toggle_mouse())
         bind("search", lambda e: self.search_next())
+
+        @kb.add("tab")
+        def _complete(event: KeyPressEvent) -> None:
+            # WeeChat's way: the first candidate (the last speaker) at once, Tab again
+            # for the next; the menu shows the others.
+            buffer = self.input.buffer
+            if buffer.complete_state:
+                buffer.complete_next()
+            else:
+                buffer.start_completion(select_first=True)
+
+        @kb.add("s-tab")
+        def _complete_back(event: KeyPressEvent) -> None:
+            buffer = self.input.buffer
+            if buffer.complete_state:
+                buffer.complete_previous()
 
         @kb.add("c-c")
         def _interrupt(event: KeyPressEvent) -> None:

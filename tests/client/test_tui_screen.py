@@ -7,6 +7,7 @@ synchronise: every wait is for something on the screen, with a timeout.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pexpect
@@ -77,7 +78,7 @@ def test_pages_by_rows_fetch_older_history_and_never_skip_or_repeat(
 def test_newest_line_sits_at_the_bottom_when_lines_wrap(
     server: ThreadServer, connect: Callable[..., Client], terminal: Callable[..., Terminal]
 ) -> None:
-    """Bug 9: no blank rows under the newest message, at 80×24 and at 30×10."""
+    """Bug 9: no blank rows under the newest message, at 80x24 and at 30x10."""
     bob = connect("bob")
     term = terminal(server.port, rows=24, cols=80)
     term.wait(lambda s: "bob" in term.members(), "bob in the list")
@@ -86,7 +87,7 @@ def test_newest_line_sits_at_the_bottom_when_lines_wrap(
     term.settle()
     assert "end6" in term.messages()[-1]
     term.resize(10, 30)
-    term.wait(lambda s: "end6" in term.messages()[-1] and term.rows()[0].strip(), "30×10 redrawn")
+    term.wait(lambda s: "end6" in term.messages()[-1] and term.rows()[0].strip(), "30x10 redrawn")
     assert all(row.strip() for row in term.messages()), term.text()  # full of text, no holes
     assert term.quit() == 0
 
@@ -265,4 +266,50 @@ def test_find_in_the_pane(
     term.wait(lambda s: "line 119" in s and "more below" not in term.status(), "back")
     term.send("/find line 5 needle\r")
     term.wait(lambda s: "line 5 needle" in s, "/find")
+    assert term.quit() == 0
+
+
+def test_tab_menu_member_scrolling_and_mouse_toggle(
+    server: ThreadServer, connect: Callable[..., Client], terminal: Callable[..., Terminal]
+) -> None:
+    """A menu for an ambiguous Tab, the member list scrolls, Alt-M frees the mouse."""
+    crowd = [connect(f"m{i:02d}") for i in range(30)]
+    carol, charlie = connect("carol"), connect("charlie")
+    term = terminal(server.port)
+    term.wait(lambda s: "33 here" in s and "+14 more" in s, "a long member list")
+    assert "m29" not in term.members()
+    term.send("f12")
+    term.wait(lambda s: "m29" in term.members(), "the end of the list")
+    post(charlie, ["hi"])
+    term.wait(lambda s: "<charlie> hi" in s, "charlie speaks")
+    term.send("c", "tab")  # ambiguous: a menu, the last speaker first
+    term.wait(lambda s: "charlie" in term.rows()[-3] or "charlie" in s.split("\n")[-4], "menu")
+    term.wait(lambda s: term.rows()[-1].startswith("[lobby] charlie: "), "charlie first")
+    term.send("ctrl-u")
+    assert b"\x1b[?1000h" in term.raw
+    term.send("\x1bm")
+    term.wait(lambda s: b"\x1b[?1000l" in term.raw and "mouse off" in term.status(), "mouse off")
+    assert len(crowd) == 30 and carol
+    assert term.quit() == 0
+
+
+def test_reconnect_now_after_a_restart(
+    start_server: Callable[..., object], terminal: Callable[..., Terminal]
+) -> None:
+    """/reconnect skips the backoff wait; the bar says when the next try is, and no stale lag."""
+    first = start_server()
+    port = first.port  # type: ignore[attr-defined]
+    term = terminal(port)
+    term.wait(lambda s: "[online]" in s and "lag" in term.status(), "online")
+    first.stop()  # type: ignore[attr-defined]
+
+    def waiting_long(s: str) -> bool:
+        found = re.search(r"retrying in (\d+\.\d) s", term.status())
+        return bool(found) and float(found.group(1)) >= 3.0
+
+    term.wait(waiting_long, "a long backoff wait", timeout=20)
+    assert "lag" not in term.status() and "/reconnect" in term.status()
+    start_server("--port", str(port))
+    term.send("/reconnect\r")
+    term.wait(lambda s: "[online]" in term.status(), "online at once", timeout=2.5)
     assert term.quit() == 0
