@@ -117,6 +117,7 @@ class Pane:
     speakers: dict[str, float] = field(default_factory=dict)  # name_key -> last spoke (monotonic)
     joins: dict[str, Line] = field(default_factory=dict)  # hidden joins a first word reveals
     _ids: set[int] = field(default_factory=set)
+    _sorted: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.scrollback)
@@ -190,8 +191,23 @@ class Pane:
         if line.id is not None:
             self._ids.discard(line.id)
 
+    def set_members(self, names: Iterable[str]) -> None:
+        self.members = {name_key(n): n for n in names}
+        self._sorted = None
+
+    def add_member(self, name: str) -> None:
+        self.members[name_key(name)] = name
+        self._sorted = None
+
+    def drop_member(self, name: str) -> None:
+        if self.members.pop(name_key(name), None) is not None:
+            self._sorted = None
+
     def member_names(self) -> list[str]:
-        return sorted(self.members.values(), key=str.casefold)
+        """Sorted once per change, not per frame: big rooms have thousands."""
+        if self._sorted is None:
+            self._sorted = sorted(self.members.values(), key=str.casefold)
+        return self._sorted
 
     def member_count(self) -> int:
         return max(self.count or 0, len(self.members))
@@ -442,7 +458,7 @@ class ChatState:
         elif isinstance(event, WhoReply):
             pane = self.panes.get(event.room)
             if pane is not None:
-                pane.members = {name_key(n): n for n in event.names}
+                pane.set_members(event.names)
             if event.ref not in self.quiet_refs:
                 names = ", ".join(event.names) or "nobody"
                 self.note(f"in {event.room} ({len(event.names)}): {names}")
@@ -507,7 +523,7 @@ class ChatState:
     def _join(self, event: JoinEvent) -> None:
         if self.is_me(event.name):
             pane = self.pane(event.room)
-            pane.members[name_key(event.name)] = event.name
+            pane.add_member(event.name)
             if not pane.joined:  # not again for the join of a resume
                 pane.joined = True
                 self._add(pane, Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
@@ -518,7 +534,7 @@ class ChatState:
         pane = self.panes.get(event.room)
         if pane is None:
             return
-        pane.members[name_key(event.name)] = event.name
+        pane.add_member(event.name)
         if pane.count is not None:
             pane.count += 1
         self._presence(
@@ -533,7 +549,7 @@ class ChatState:
             self.close(event.room)
             self.note(f"you left {event.room}")
             return
-        pane.members.pop(name_key(event.name), None)
+        pane.drop_member(event.name)
         if pane.count is not None:
             pane.count = max(0, pane.count - 1)
         reason = f" ({event.reason})" if event.reason else ""
@@ -557,8 +573,8 @@ class ChatState:
         old_key = name_key(event.old)
         for pane in self.panes.values():
             if old_key in pane.members:
-                del pane.members[old_key]
-                pane.members[name_key(event.new)] = event.new
+                pane.drop_member(event.old)
+                pane.add_member(event.new)
                 self._add(pane, Line(Kind.SYSTEM, event.ts, text))
         dm = self.panes.get(dm_key(event.old))
         if dm is not None:
@@ -609,15 +625,17 @@ class ChatState:
             return []
         folded = word.casefold()
         pane = self.current_pane
-        names: list[str] = []
+        names: dict[str, None] = {}  # ordered, and no quadratic look-ups in big rooms
         if pane is not None:
-            recent = [pane.members.get(k) for k in reversed(pane.speakers)]
-            names.extend(n for n in recent if n)
-            names.extend(n for n in pane.member_names() if n not in names)
+            for key in reversed(pane.speakers):
+                name = pane.members.get(key)
+                if name:
+                    names[name] = None
+            names.update(dict.fromkeys(pane.member_names()))
         for other in self.panes.values():
-            names.extend(n for n in other.member_names() if n not in names)
-            if other.is_dm and other.title not in names:
-                names.append(other.title)
+            names.update(dict.fromkeys(other.member_names()))
+            if other.is_dm:
+                names.setdefault(other.title, None)
         found = [n for n in names if n.casefold().startswith(folded) and not self.is_me(n)]
         if text == word:  # first word of the line: "nick: ", as irssi and WeeChat do
             return [n + ": " for n in found]

@@ -54,6 +54,7 @@ from chatserver.protocol import (
     Join,
     JoinEvent,
     Leave,
+    MsgEvent,
     ProtocolError,
     Quit,
     Request,
@@ -110,6 +111,7 @@ QUIT_WINDOW = 2.0  # seconds for the second Ctrl-C on an empty line
 FLASH_SECONDS = 3.0
 REDRAW_INTERVAL = 1 / 30  # at most this many frames a second however busy the rooms are
 WHEEL_ROWS = 3
+BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
 
 class ChatCompleter(Completer):
@@ -217,6 +219,7 @@ class ChatApp:
         self.search_saved = ""  # the input line put aside while searching
         self.search_from: tuple[int, int] | None = None
         self.found: object = None  # the line the search found: drawn reversed
+        self._redraw_soon = False
         self.messages = MessageControl(self)
         self.members_control = MemberControl(self)
         self.input = TextArea(
@@ -735,7 +738,23 @@ class ChatApp:
         if state.bell_pending:
             state.bell_pending = False
             self.alert()
-        self.app.invalidate()
+        room = getattr(event, "room", None)
+        if room is not None and room != state.current and isinstance(event, MsgEvent | JoinEvent):
+            self.invalidate_soon()  # only a tab's count changes: a few frames a second do
+        else:
+            self.app.invalidate()
+
+    def invalidate_soon(self) -> None:
+        """Redraw within BACKGROUND_REDRAW seconds, once however many events come."""
+        if self._redraw_soon or not self.app.is_running:
+            return
+        self._redraw_soon = True
+
+        def redraw() -> None:
+            self._redraw_soon = False
+            self.app.invalidate()
+
+        asyncio.get_running_loop().call_later(BACKGROUND_REDRAW, redraw)
 
     def alert(self) -> None:
         """A mention or a DM: the bell, rate-limited."""
