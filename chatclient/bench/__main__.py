@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chatserver.bench.report import machine
 
-from .report import labels, medians, table
+from .report import labels, medians, notes, table
 from .runner import HERE, SCENARIOS, BenchError, Config, Result, client_module, measure
 
 
@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     print(table(results))
+    if warnings := notes(results):
+        print(warnings)
     if summary:
         print(f"\nmedians of {args.runs} runs:")
         print(table(summary))

@@ -24,6 +24,7 @@ HEAD = (
     "catch-up ms",
     "srv %",
     "bench %",
+    "other %",
 )
 
 
@@ -50,6 +51,7 @@ def _row(r: Result, label: str) -> tuple[str, ...]:
         _num(r.catch_up_ms, 0),
         _num(r.server_cpu, 1),
         _num(r.bench_cpu, 1),
+        _num(r.other_cpu, 1),
     )
 
 
@@ -112,6 +114,28 @@ def medians(results: Sequence[Result]) -> list[Result]:
                 catch_up_ms=_median([r.catch_up_ms for r in runs]),
                 server_cpu=_median([r.server_cpu for r in runs]),
                 bench_cpu=_median([r.bench_cpu for r in runs]),
+                other_cpu=_median([r.other_cpu for r in runs]),
             )
         )
     return out
+
+
+NOISY = 25.0  # % of a core used by other processes that makes a figure suspect
+
+
+def notes(results: Sequence[Result]) -> str:
+    """Warnings the table has no room for: other work on the machine, keys never shown."""
+    out = []
+    names = labels(results)
+    for r in results:
+        where = f"{names[r.client]} run {r.run} {r.scenario}"
+        if r.other_cpu is not None and r.other_cpu > NOISY:
+            out.append(
+                f"WARNING {where}: other processes used {r.other_cpu:.0f}% of a core "
+                "meanwhile; the latencies (and CPU figures) are skewed"
+            )
+        if r.keys_shown < r.keys:
+            out.append(f"{where}: {r.keys - r.keys_shown} of {r.keys} keys never showed")
+        if r.sent and r.drawn != r.sent:
+            out.append(f"{where}: the last message never showed; {r.drawn} of {r.sent} did")
+    return "\n".join(out)

@@ -27,6 +27,7 @@ from chatserver.bench.launcher import (
     ServerProcess,
     affinity_kept,
     can_pin,
+    cpu_busy_seconds,
     pin_self,
     proc_cpu_seconds,
 )
@@ -83,6 +84,7 @@ class Result:
     catch_up_ms: float | None = None  # from the last send until it was drawn
     server_cpu: float | None = None  # % of one core over the same period
     bench_cpu: float | None = None  # the measuring side's (feeder and pty reader)
+    other_cpu: float | None = None  # every other process's and the kernel's: noise
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,24 +104,32 @@ def key_stats(latencies_ms: list[float]) -> dict[str, float | None]:
 
 class CpuClock:
     """Processes' CPU time over a wall-clock period, as % of one core: the client's,
-    and the server's and this bench's (to show they were not the bottleneck)."""
+    the server's and this bench's (to show they were not the bottleneck), and the
+    rest of the machine's (other work skews the figures)."""
 
     def __init__(self, client: int, server: int) -> None:
         self.pids = (client, server, os.getpid())
         self.cpu0 = [proc_cpu_seconds(pid) for pid in self.pids]
+        self.machine0 = cpu_busy_seconds()
         self.t0 = time.perf_counter()
 
     def stop(self) -> dict[str, Any]:
         cpu1 = [proc_cpu_seconds(pid) for pid in self.pids]
+        machine = cpu_busy_seconds() - self.machine0
         wall = time.perf_counter() - self.t0
-        shares = [
-            None if a is None or b is None or wall <= 0 else round(100 * (b - a) / wall, 1)
-            for a, b in zip(self.cpu0, cpu1, strict=True)
+        used = [
+            None if a is None or b is None else b - a for a, b in zip(self.cpu0, cpu1, strict=True)
         ]
+        others = machine - sum(u or 0.0 for u in used)
+
+        def share(seconds: float | None) -> float | None:
+            return None if seconds is None or wall <= 0 else round(100 * seconds / wall, 1)
+
         return {
-            "cpu": shares[0],
-            "server_cpu": shares[1],
-            "bench_cpu": shares[2],
+            "cpu": share(used[0]),
+            "server_cpu": share(used[1]),
+            "bench_cpu": share(used[2]),
+            "other_cpu": share(max(0.0, others)),
             "seconds": round(wall, 3),
         }
 
