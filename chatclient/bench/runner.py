@@ -203,9 +203,11 @@ class Run:
             rows=cfg.rows,
             cpu=client_cpu,
         )
-        if not self.feeder.wait_join(ROOM, "bench", 20.0):
-            self.term.check_alive()
-            raise BenchError(f"the client never joined {ROOM}:\n{self.term.screen()}")
+        deadline = time.perf_counter() + 20.0
+        while not self.feeder.wait_join(ROOM, "bench", 0.2):
+            self.term.check_alive()  # a client that fails at once fails the run at once
+            if time.perf_counter() > deadline:
+                raise BenchError(f"the client never joined {ROOM}:\n{self.term.screen()}")
         self.term.settle()
         self.typist = Typist(self.term)
 
@@ -260,7 +262,10 @@ class Run:
 
     def _stream(self, room: str, out: list[Any]) -> None:
         assert self.feeder is not None
-        out.append(self.feeder.stream(room, self.cfg.rate, self.cfg.duration))
+        try:
+            out.append(self.feeder.stream(room, self.cfg.rate, self.cfg.duration))
+        except OSError as exc:  # the run fails on the main thread, which has the screen
+            out.append(exc)
 
     def _outcome(self, sent: int, marks: dict[int, int], end: float) -> dict[str, Any]:
         """How much of the feed was drawn: all of it once its last message shows."""
@@ -285,6 +290,8 @@ class Run:
         self.typist.type(cfg.key_rate, until=clock.t0 + cfg.duration)
         feed.join()
         cpu = clock.stop()
+        if isinstance(out[0], OSError):
+            raise BenchError(f"the feeder's connection failed: {out[0]}")
         sent, marks, end = out[0]
         self.term.wait_keys(cfg.timeout)
         outcome = self._outcome(sent, marks, end)

@@ -237,7 +237,13 @@ class ClientTerminal:
 
     def check_alive(self) -> None:
         if self.ended or not self.child.isalive():
-            raise ClientExited(f"the client exited:\n{self.screen()}")
+            deadline = time.perf_counter() + 2.0  # the pty closed: the exit follows
+            while self.child.isalive() and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            status: object = self.child.exitstatus
+            if status is None:
+                status = f"signal {self.child.signalstatus}"
+            raise ClientExited(f"the client exited (status {status}):\n{self.screen()}")
 
     # ----------------------------------------------------------------- end
 
