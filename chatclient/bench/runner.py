@@ -39,6 +39,7 @@ from .terminal import (
     KEYS,
     ClientExited,
     ClientTerminal,
+    Key,
     client_pythonpath,
     key_letter,
 )
@@ -166,8 +167,8 @@ class Typist:
         self.pos = 0
 
 
-def _latencies(keys: list[tuple[float, float | None]]) -> list[float]:
-    return [(seen - sent) * 1000 for sent, seen in keys if seen is not None]
+def _latencies(keys: list[Key]) -> list[float]:
+    return [(k.seen - k.sent) * 1000 for k in keys if k.seen is not None]
 
 
 class Run:

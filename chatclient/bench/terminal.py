@@ -25,6 +25,8 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
@@ -106,6 +108,13 @@ def client_pythonpath(client_path: Path) -> str:
     return os.pathsep.join(p for p in (str(client_path), os.environ.get("PYTHONPATH", "")) if p)
 
 
+@dataclass
+class Key:
+    letter: bytes
+    sent: float  # perf_counter() just before the write to the pty
+    seen: float | None = None  # when the read that held its echo returned
+
+
 class ClientExited(RuntimeError):
     """The client is gone (or never came); the message holds its last screen."""
 
@@ -143,7 +152,7 @@ class ClientTerminal:
         self.ended = False
         self.tags: dict[int, float] = {}  # tag number -> when first seen
         self.max_tag = -1
-        self._pending: list[list[object]] = []  # [letter, sent_at, seen_at or None]
+        self._pending: list[Key] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     @property
@@ -171,8 +180,8 @@ class ClientTerminal:
                 if len(self._raw_tail) > 1 << 19:
                     del self._raw_tail[: -(1 << 18)]
                 for key in self._pending:
-                    if key[2] is None and key[0] in text:
-                        key[2] = now
+                    if key.seen is None and key.letter in text:
+                        key.seen = now
                 for n in tags:
                     self.tags.setdefault(n, now)
                     self.max_tag = max(self.max_tag, n)
@@ -183,30 +192,30 @@ class ClientTerminal:
     def send(self, data: bytes) -> None:
         os.write(self.child.child_fd, data)  # straight to the pty: no pexpect delay
 
-    def press(self, letter: bytes) -> list[object]:
-        """Write one key; its record gets the time its echo shows."""
+    def press(self, letter: bytes) -> Key:
+        """Write one key; the reader notes when its echo shows."""
         with self._cond:
-            key: list[object] = [letter, time.perf_counter(), None]
+            key = Key(letter, time.perf_counter())
             self._pending.append(key)
             os.write(self.child.child_fd, letter)
         return key
 
-    def take_keys(self) -> list[tuple[float, float | None]]:
-        """(sent, seen) of every key pressed since the last call."""
+    def take_keys(self) -> list[Key]:
+        """Every key pressed since the last call."""
         with self._cond:
             keys, self._pending = self._pending, []
-        return [(k[1], k[2]) for k in keys]  # type: ignore[misc]
+        return keys
 
     # ----------------------------------------------------------------- waits
 
-    def wait(self, check: object, timeout: float) -> bool:
+    def wait(self, check: Callable[[], bool], timeout: float) -> bool:
         """Until check() holds (evaluated under the lock after each read)."""
         deadline = time.perf_counter() + timeout
         with self._cond:
-            while not check():  # type: ignore[operator]
+            while not check():
                 left = deadline - time.perf_counter()
                 if self.ended or left <= 0:
-                    return bool(check())  # type: ignore[operator]
+                    return check()
                 self._cond.wait(min(left, 0.5))
         return True
 
@@ -222,7 +231,7 @@ class ClientTerminal:
 
     def wait_keys(self, timeout: float) -> bool:
         """Until every key pressed has shown."""
-        return self.wait(lambda: all(k[2] is not None for k in self._pending), timeout)
+        return self.wait(lambda: all(k.seen is not None for k in self._pending), timeout)
 
     def settle(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
         """Until the client has written nothing for ``quiet`` seconds."""
