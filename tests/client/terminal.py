@@ -77,7 +77,7 @@ class Terminal:
         self.raw += data
         self.stream.feed(data)
 
-    def wait(self, check: Callable[[str], object], what: str, timeout: float = 8.0) -> str:
+    def wait(self, check: Callable[[str], object], what: str, timeout: float = 15.0) -> str:
         """Feed output into the screen until check(screen text) holds."""
         deadline = time.monotonic() + timeout
         while True:
