@@ -549,7 +549,7 @@ class ChatApp:
         pane = self.state.current_pane
         if pane is None or not text:
             return False
-        start = pane.anchor[0] if older and pane.anchor else None
+        start = self._found_below(pane) if older else None
         if not older:
             start = self.search_from[0] if self.search_from else None
             start = None if start is None else start - 1
@@ -561,6 +561,15 @@ class ChatApp:
         self.view.show(pane, below, self.messages.width, self.messages.height)
         self.app.invalidate()
         return True
+
+    def _found_below(self, pane: Any) -> int | None:
+        """Lines below the last match, to go on above it; None when nothing was found."""
+        if self.found is None:
+            return pane.anchor[0] if pane.anchor else None
+        for index in range(len(pane.lines) - 1, -1, -1):
+            if pane.lines[index] is self.found:
+                return len(pane.lines) - 1 - index
+        return None
 
     def end_search(self, *, keep: bool) -> None:
         self.searching = False
