@@ -64,6 +64,7 @@ from .session import (
     Status,
     format_address,
 )
+from .settings import TuiSettings
 from .state import ChatState, Kind, dm_key
 
 STYLE = Style.from_dict(
@@ -127,14 +128,15 @@ class ChatApp:
     def __init__(
         self,
         config: SessionConfig,
+        settings: TuiSettings | None = None,
         *,
-        bell: bool = True,
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
+        self.settings = settings or TuiSettings()
         self.state = ChatState(config.name, format_address(*config.endpoints[0]))
         self.session = Session(config, self.on_event, self.on_status)
-        self.bell = bell
+        self.bell = self.settings.bell
         self.show_members = True
         self.pending_paste: list[str] = []
         self.switch_on_join: set[str] = set()
@@ -486,9 +488,9 @@ def _bar(get_fragments: Any, style: str) -> Window:
     return Window(FormattedTextControl(get_fragments), height=1, style=style)
 
 
-def run_tui(config: SessionConfig, *, bell: bool = True) -> int:
+def run_tui(config: SessionConfig, settings: TuiSettings) -> int:
     try:
-        return asyncio.run(ChatApp(config, bell=bell).run())
+        return asyncio.run(ChatApp(config, settings).run())
     except KeyboardInterrupt:
         return 130
 

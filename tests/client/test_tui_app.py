@@ -9,6 +9,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chatclient.session import SessionConfig
+from chatclient.settings import TuiSettings
 from chatclient.state import Kind
 from chatclient.tui import ChatApp
 from tests.client.conftest import until
@@ -27,7 +28,7 @@ def test_type_switch_complete_paste_quit(
     async def scenario() -> int:
         with create_pipe_input() as keys:
             config = SessionConfig(name="alice", port=server.port, rooms=("lobby", "dev"))
-            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
+            chat = ChatApp(config, TuiSettings(bell=False), input=keys, output=DummyOutput())
             run = asyncio.create_task(chat.run())
             dev = lambda: chat.state.panes.get("dev")  # noqa: E731
             await until(lambda: dev() is not None and "bob" in dev().members)
