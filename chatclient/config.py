@@ -310,6 +310,17 @@ class _Reader:
         return f"unknown key{hint}; docs/chatclient.example.toml lists every key"
 
 
+def _check_hex(style: str) -> None:
+    """prompt_toolkit takes ``#zzzzzz`` here and fails only when it draws: check the digits."""
+    for word in style.split():
+        colour = word.split(":", 1)[1] if word.startswith(("fg:", "bg:")) else word
+        digits = colour[1:]
+        if colour.startswith("#") and not (
+            len(digits) in (3, 6) and all(c in "0123456789abcdefABCDEF" for c in digits)
+        ):
+            raise ValueError(f"{colour!r} is not #RGB or #RRGGBB")
+
+
 def _style_classes() -> frozenset[str]:
     """The style classes the app draws with: tui.STYLE's, plus the unstyled ones."""
     from .tui import STYLE  # here: tui imports prompt_toolkit's whole Application
@@ -442,7 +453,8 @@ def _read(r: _Reader, doc: dict[str, Any]) -> FileConfig:
                 raise r.error(key, f"no such style class{hint}; known: {', '.join(sorted(known))}")
             text = r.string(key, style)
             try:
-                Style([(cls, text)])  # parses now: a bad colour or word raises here
+                Style([(cls, text)])  # parses now: a bad colour name or word raises here
+                _check_hex(text)
             except (ValueError, AssertionError) as exc:
                 raise r.error(key, f"bad style {text!r}: {exc}") from None
             found[cls] = text
