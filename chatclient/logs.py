@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ def safe_name(key: str) -> str:
             or (ch == "." and i > 0)
         )
         out.append(ch if keep else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "replace")))
-    name = "".join(out) or "%00"
+    name = "".join(out) or "%"  # every escape is %XX, so a lone % is nobody else's
     if len(name.encode()) > NAME_MAX_BYTES:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         cut = name.encode()[: NAME_MAX_BYTES - 17].decode("utf-8", "ignore")
@@ -205,10 +206,14 @@ class PaneLogs:
     def _load(self, pane_key: str, title: str) -> _PaneLog:
         pane = _PaneLog(self.path(pane_key))
         try:
-            with open(pane.path, "rb") as f:
+            # Non-blocking: a FIFO put where the log goes must not hang the app.
+            fd = os.open(pane.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return pane  # a device or a pipe: nothing to read back
                 size = f.seek(0, os.SEEK_END)
                 f.seek(max(0, size - TAIL_BYTES))
-                data = f.read()
+                data = f.read(TAIL_BYTES)
         except FileNotFoundError:
             return pane
         except OSError as exc:
@@ -222,7 +227,8 @@ class PaneLogs:
 
     def _open(self, path: Path) -> TextIO:
         _make_dirs(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path, flags, 0o600)
         # Line-buffered: a crash loses nothing, and a full disk shows at once.
         return os.fdopen(fd, "a", encoding="utf-8", errors="replace", newline="\n", buffering=1)
 
