@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -72,12 +73,14 @@ def tmux_passthrough(sequence: str) -> str:
 
 def choose_mode(
     env: Mapping[str, str] | None = None,
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] | None = None,
 ) -> str:
     """What "auto" means here: the terminal's own OSC when it is known to show one,
     else notify-send on a local desktop, else OSC 777 unless the terminal is known
     to support neither (then "off": the bell alone)."""
     env = os.environ if env is None else env
+    # Looked up on the PATH notify-send will run with.
+    find = which or functools.partial(shutil.which, path=env.get("PATH", os.defpath))
     term, program = env.get("TERM", ""), env.get("TERM_PROGRAM", "")
     if program == "iTerm.app" or "ITERM_SESSION_ID" in env or env.get("LC_TERMINAL") == "iTerm2":
         return "osc9"  # LC_TERMINAL is how iTerm2 says so over ssh
@@ -92,7 +95,7 @@ def choose_mode(
         return "osc777"
     desktop = env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")
     remote = env.get("SSH_CONNECTION") or env.get("SSH_TTY")
-    if desktop and not remote and which("notify-send"):
+    if desktop and not remote and find("notify-send"):
         return "notify-send"  # e.g. GNOME Terminal: VTE swallows both OSCs
     if (
         term in ("", "dumb", "linux", "alacritty")
@@ -142,6 +145,7 @@ class Notifier:
         self._children = 0
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self._reapers: set[threading.Thread] = set()
 
     # ------------------------------------------------------------- public
 
@@ -201,11 +205,15 @@ class Notifier:
             self._schedule(min(waits))
         return sent
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.0) -> None:
+        """Drop what is pending; wait up to ``wait`` seconds for notify-send children to end."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._pending.clear()
+        deadline = time.monotonic() + wait
+        for reaper in list(self._reapers):
+            reaper.join(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------- internals
 
@@ -213,7 +221,7 @@ class Notifier:
     def _summary(pending: _Pending) -> tuple[str, str]:
         if pending.count == 1:
             return pending.title, pending.body
-        return pending.title, f"{pending.count} new messages; the last: {pending.body}"
+        return pending.title, f"{pending.count} new messages, the last: {pending.body}"
 
     def _schedule(self, delay: float) -> None:
         if self._timer is not None:
@@ -261,7 +269,9 @@ class Notifier:
             self._report(f"desktop notifications off: notify-send: {exc.strerror or exc}")
             return
         # A thread waits for it, so no zombie is left and the event loop never blocks.
-        threading.Thread(target=self._reap, args=(child,), daemon=True).start()
+        reaper = threading.Thread(target=self._reap, args=(child,), daemon=True)
+        self._reapers.add(reaper)
+        reaper.start()
 
     def _reap(self, child: subprocess.Popen[bytes]) -> None:
         try:
@@ -273,6 +283,7 @@ class Notifier:
         finally:
             with self._lock:
                 self._children -= 1
+            self._reapers.discard(threading.current_thread())
 
     def _report(self, message: str) -> None:
         if message in self._reported:
