@@ -245,6 +245,7 @@ class _Reader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.sections: dict[str, Mapping[str, Any]] = {}  # table -> its keys, for hints
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(self.path, key, message)
@@ -296,15 +297,18 @@ class _Reader:
             dotted = f"{prefix}.{key}" if prefix else key
             check = checks.get(key)
             if check is None:
-                raise self.error(dotted, self.unknown(key, checks))
+                raise self.error(dotted, self.unknown(key, checks, prefix))
             check(dotted, item)
 
-    def unknown(self, key: str, known: Mapping[str, Any]) -> str:
+    def unknown(self, key: str, known: Mapping[str, Any], table: str = "") -> str:
         if key == "password":
             return (
                 "a password in clear in the config file is not supported: write it alone "
                 "in a file only you can read and name that file with password_file"
             )
+        home = next((table for table, keys in self.sections.items() if key in keys), None)
+        if home is not None and home != table:
+            return f"unknown key here: it belongs in the [{home}] table"
         close = difflib.get_close_matches(key, list(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown key{hint}; docs/chatclient.example.toml lists every key"
@@ -487,6 +491,7 @@ def _read(r: _Reader, doc: dict[str, Any]) -> FileConfig:
                 )
         ui["keys"] = bound
 
+    r.sections = {"ui": ui_checks, "logs": logs_checks, "history": history_checks}
     r.table("", doc, top, {})
     if history:
         if history.get("save", True):

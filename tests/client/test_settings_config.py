@@ -6,6 +6,8 @@ $XDG_CONFIG_HOME (and the data and state homes) at a temporary directory.
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from chatclient.__main__ import build_settings, parse_args
 from chatclient.config import (
     ConfigError,
+    _style_classes,
     format_key_sequence,
     load_config,
     parse_key_spec,
@@ -26,6 +29,7 @@ from chatclient.settings import (
     default_log_dir,
     mention_pattern,
 )
+from chatclient.tui import STYLE
 from tests.client.conftest import run_client
 from tests.helpers import ThreadServer
 
@@ -397,3 +401,32 @@ def test_mention_pattern() -> None:
     for text in ("malice", "alice_", "redeployed", "deployment", "xc++", "on calling"):
         assert not pattern.search(text), text
     assert not mention_pattern("", ()).search("anything")
+
+
+def test_a_key_outside_its_table_says_where_it_belongs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bell: unknown key here: it belongs in the \[ui\]"):
+        load_config(write(tmp_path, "bell = false\n"))
+    with pytest.raises(
+        ConfigError, match=r"ui.size: unknown key here: it belongs in the \[history"
+    ):
+        load_config(write(tmp_path, "[ui]\nsize = 5\n"))
+
+
+def test_the_example_config_is_complete_and_valid(tmp_path: Path) -> None:
+    """docs/chatclient.example.toml with every option uncommented loads, and shows every option."""
+    example = Path(__file__).resolve().parents[2] / "docs" / "chatclient.example.toml"
+    text = example.read_text()
+    uncommented = re.sub(r"(?m)^#(?=\[|\"?[\w.-]+\"?\s*=)", "", text)
+    (tmp_path / "password").write_text("x\n")
+    file = load_config(write(tmp_path, uncommented))
+    defaults = TuiSettings()
+    settings = TuiSettings(**file.ui)
+    for f in fields(TuiSettings):
+        if f.name not in ("highlight", "log_dir", "history_file", "colours"):  # examples, ~
+            assert getattr(settings, f.name) == getattr(defaults, f.name), f.name
+    assert set(file.ui["keys"]) == set(KEY_ACTIONS)
+    assert file.ui["keys"] == dict(DEFAULT_KEYS)
+    assert set(file.ui["colours"]) == _style_classes()
+    assert dict(STYLE.style_rules).items() <= file.ui["colours"].items()  # the defaults shown
+    for option in ("name", "servers", "rooms", "password_file", "tls", "cafile", "insecure"):
+        assert option in file.session
