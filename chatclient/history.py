@@ -84,7 +84,8 @@ class ChatHistory(FileHistory):
         return kept[: self.size]
 
     def store_string(self, string: str) -> None:
-        if self._failed or self.path is None:
+        # Checked here too: a ThreadedHistory wrapper calls this, not append_string.
+        if self._failed or self.path is None or is_secret(string):
             return
         entry = f"\n# {datetime.datetime.now()}\n" + "".join(
             f"+{line}\n" for line in string.split("\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.history import ThreadedHistory
 
 from chatclient.history import ChatHistory, is_secret
 
@@ -106,3 +107,12 @@ def test_an_unwritable_file_is_reported_once(tmp_path: Path) -> None:
     history.append_string("two")
     assert history.get_strings() == ["one", "two"]  # still there for Up
     assert len(errors) == 1 and errors[0].startswith("input history not saved: ")
+
+
+def test_wrapped_in_threaded_history_it_still_keeps_no_password(tmp_path: Path) -> None:
+    path = tmp_path / "history"
+    threaded = ThreadedHistory(ChatHistory(path))
+    threaded.append_string("/register hunter22")
+    threaded.append_string("hello")
+    assert "hunter22" not in path.read_text()
+    assert reload(path) == ["hello"]
