@@ -159,7 +159,7 @@ def build_parser(file: FileConfig | None = None) -> argparse.ArgumentParser:
 
 def _read_config(argv: Sequence[str]) -> FileConfig:
     """The config file named by --config (first, so its values can be the defaults)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog="chatclient", add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     try:

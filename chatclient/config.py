@@ -288,9 +288,7 @@ class _Reader:
         # Relative paths are relative to the config file, not to wherever we start.
         return (self.path.parent / Path(text).expanduser()).absolute()
 
-    def table(
-        self, prefix: str, value: Any, checks: Mapping[str, Check], out: dict[str, Any]
-    ) -> None:
+    def table(self, prefix: str, value: Any, checks: Mapping[str, Check]) -> None:
         if not isinstance(value, dict):
             raise self.error(prefix, f"expected a table ([{prefix}]), got {_type_name(value)}")
         for key, item in value.items():
@@ -413,9 +411,9 @@ def _read(r: _Reader, doc: dict[str, Any]) -> FileConfig:
         "tls": put(session, "tls", r.boolean),
         "cafile": put(session, "cafile", r.path_value),
         "insecure": put(session, "insecure", r.boolean),
-        "ui": lambda key, value: r.table(key, value, ui_checks, ui),
-        "logs": lambda key, value: r.table(key, value, logs_checks, ui),
-        "history": lambda key, value: r.table(key, value, history_checks, history),
+        "ui": lambda key, value: r.table(key, value, ui_checks),
+        "logs": lambda key, value: r.table(key, value, logs_checks),
+        "history": lambda key, value: r.table(key, value, history_checks),
         "colours": lambda key, value: colours(key, value),
         "keys": lambda key, value: keys(key, value),
     }
@@ -492,7 +490,7 @@ def _read(r: _Reader, doc: dict[str, Any]) -> FileConfig:
         ui["keys"] = bound
 
     r.sections = {"ui": ui_checks, "logs": logs_checks, "history": history_checks}
-    r.table("", doc, top, {})
+    r.table("", doc, top)
     if history:
         if history.get("save", True):
             if "file" in history:

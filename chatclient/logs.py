@@ -173,11 +173,12 @@ class PaneLogs:
         if pane.failed:
             return
         text = format_line(line)
-        key = _order_key(line)
-        if key is not None:
-            if pane.last is not None and key <= pane.last:
-                return  # older than what this pane has shown: /history or a replay
-            pane.last = key
+        if getattr(line, "id", None) is not None:  # a message: it may be a replay
+            key = _order_key(line)
+            if key is not None:
+                if pane.last is not None and key <= pane.last:
+                    return  # older than what this pane has logged: /history or a replay
+                pane.last = key
             if text in pane.tail:
                 return  # the last run logged it; the rejoin replayed it
         try:
