@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from datetime import datetime
+from functools import lru_cache
 
 from chatserver.render import escape
 
@@ -47,23 +48,46 @@ def local_clock(ts: str) -> str:
     return when.astimezone().strftime("%H:%M")
 
 
-def line_fragments(line: Line) -> Fragments:
-    """One scrollback line as styled fragments (no newline)."""
-    out: Fragments = [("class:clock", local_clock(line.ts) + " ")]
+def day_label(ts: str) -> str:
+    """The local date of a timestamp, for the line drawn where the day changes."""
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return escape(ts[:10])
+    return f"{when:%A} {when.day} {when:%B %Y}"
+
+
+@lru_cache(maxsize=8192)  # every frame asks it of every line in view
+def local_day(ts: str) -> str:
+    """``YYYY-MM-DD`` in local time (the raw date part if unparsable): where a day line goes."""
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d")
+    except ValueError:
+        return ts[:10]
+
+
+def line_parts(line: Line) -> tuple[Fragments, Fragments]:
+    """One scrollback line as (prefix, body): wrapped rows indent under the body."""
+    prefix: Fragments = [("class:clock", local_clock(line.ts) + " ")]
     nick = escape(line.nick)
     text = escape(line.text)
     body = "class:mention" if line.mention else "class:text"
     if line.kind in (Kind.MSG, Kind.OWN, Kind.DM):
         style = "class:own-nick" if line.kind is Kind.OWN else f"bold fg:{nick_colour(line.nick)}"
-        out += [("class:punct", "<"), (style, nick), ("class:punct", "> ")]
-        out.append(("class:own" if line.kind is Kind.OWN else body, text))
-    elif line.kind is Kind.ACTION:
-        out += [("class:action", "* "), (f"class:action fg:{nick_colour(line.nick)}", nick)]
-        out.append(("class:action " + ("class:mention" if line.mention else ""), " " + text))
-    elif line.kind is Kind.ERROR:
-        out.append(("class:error", "!! " + text))
-    elif line.kind is Kind.GAP:
-        out.append(("class:gap", "~~ " + text + " ~~"))
-    else:
-        out.append(("class:system", "-- " + text))
-    return out
+        prefix += [("class:punct", "<"), (style, nick), ("class:punct", "> ")]
+        return prefix, [("class:own" if line.kind is Kind.OWN else body, text)]
+    if line.kind is Kind.ACTION:
+        prefix += [("class:action", "* "), (f"class:action fg:{nick_colour(line.nick)}", nick)]
+        style = "class:action " + ("class:mention" if line.mention else "")
+        return [*prefix, (style, " ")], [(style, text)]
+    if line.kind is Kind.ERROR:
+        return [*prefix, ("class:error", "!! ")], [("class:error", text)]
+    if line.kind is Kind.GAP:
+        return [*prefix, ("class:gap", "~~ ")], [("class:gap", text + " ~~")]
+    return [*prefix, ("class:system", "-- ")], [("class:system", text)]
+
+
+def line_fragments(line: Line) -> Fragments:
+    """One scrollback line as styled fragments (no newline)."""
+    prefix, body = line_parts(line)
+    return prefix + body

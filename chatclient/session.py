@@ -278,6 +278,8 @@ class Session:
         self._decoder = FrameDecoder(max_frame=1 << 24)
         self._buffered: list[bytes] = []
         self._closing = False
+        self._hurry = False  # /reconnect: no backoff wait before the next try
+        self._wake = asyncio.Event()  # ends a backoff wait early
         self._last_pong = time.monotonic()
 
     # ------------------------------------------------------------------ public
@@ -357,8 +359,15 @@ class Session:
             delays = delays or backoff_delays(self.config.backoff_base, self.config.backoff_cap)
             while True:
                 delay = next(delays)
+                if self._hurry:  # /reconnect
+                    self._hurry = False
+                    delay = 0.0
                 self._set_status(Status.OFFLINE, f"{reason}; retrying in {delay:.1f} s")
-                await asyncio.sleep(delay)
+                self._wake.clear()
+                if delay:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)  # or /reconnect
+                    self._hurry = False
                 if self._closing:
                     self._set_status(Status.CLOSED, "quit")
                     return "quit"
@@ -386,6 +395,13 @@ class Session:
     def close(self) -> None:
         self._closing = True
         self._drop()
+
+    def reconnect_now(self) -> None:
+        """Reconnect at once: cut a live connection (it resumes), or skip the backoff wait."""
+        self._hurry = True
+        if self.status is Status.ONLINE:
+            self._abort()
+        self._wake.set()
 
     async def keepalive(self) -> None:
         """Ping every ``ping_interval`` seconds for the latency, and to notice a dead link."""

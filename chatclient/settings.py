@@ -8,8 +8,7 @@ win; the app only reads it.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -85,6 +84,7 @@ class TuiSettings:
     notify: NotifyMode = "auto"  # desktop notifications on a mention or a DM
     notify_interval: float = 30.0  # seconds: per pane, later ones are coalesced into one
     highlight: tuple[str, ...] = ()  # words that count as a mention, besides your own name
+    # (matched by state.word_pattern: whole words, any case)
     logs: bool = True
     log_dir: Path = field(default_factory=default_log_dir)
     history_file: Path | None = field(default_factory=default_history_file)  # None: in memory
@@ -96,17 +96,6 @@ class TuiSettings:
     scrollback: int = 20_000  # lines kept per pane
     colours: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     keys: Mapping[str, KeySequence] = field(default_factory=lambda: DEFAULT_KEYS)
-
-
-def mention_pattern(nick: str, words: Iterable[str] = ()) -> re.Pattern[str]:
-    """Your nick or any highlight word, case-insensitively, as a whole word.
-
-    "Whole word" means no letter, digit or ``_`` right before or after, so
-    ``deploy`` matches "deploy!" and "Deploy now", not "redeployed".
-    """
-    alternatives = sorted({w for w in (nick, *words) if w}, key=len, reverse=True)
-    body = "|".join(re.escape(w) for w in alternatives) or r"(?!)"
-    return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
 
 
 __all__ = [
@@ -121,6 +110,5 @@ __all__ = [
     "default_config_file",
     "default_history_file",
     "default_log_dir",
-    "mention_pattern",
     "state_home",
 ]

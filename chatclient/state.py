@@ -1,20 +1,24 @@
 """The chat as the full-screen app shows it, independent of any UI toolkit.
 
 Panes (one per room, one per direct-message partner), each with its own
-scrollback, unread count, mention marker and member list. Events from the
-session go in through :meth:`ChatState.apply`; the app only draws this model,
-so all of it is unit-tested without a terminal.
+scrollback, unread count, mention marker, read marker and member list.
+Events from the session go in through :meth:`ChatState.apply`; the app only
+draws this model, so all of it is unit-tested without a terminal.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from chatserver.commands import COMMANDS, HELP_LINES
 from chatserver.protocol import (
+    AwayEvent,
     Bye,
     DmEvent,
     ErrorEvent,
@@ -32,14 +36,24 @@ from chatserver.protocol import (
     now_ts,
 )
 
-SCROLLBACK = 5000  # lines kept per pane
-CLIENT_COMMANDS = ("clear", "close", "query")
+SCROLLBACK = 20_000  # lines kept per pane
+CLIENT_COMMANDS = ("clear", "close", "query", "find", "reconnect", "filter", "mouse")
+NOTES_KEPT = 200  # client notes kept while no pane is open
+SMART_FILTER_MEMBERS = 20  # the join/leave filter applies in rooms bigger than this
+RECENT_SPEAKERS = 50  # per pane, for completion order and the join/leave filter
+GREETING = "/help lists commands and keys; Alt-1..9 switch panes, /quit leaves"
 KEY_HELP = (
     "keys:",
-    "  Alt-1..9 / Ctrl-N / Ctrl-P   switch pane        F2   member list",
-    "  PageUp / PageDown / wheel    scroll             End  back to live",
-    "  Up / Down                    input history      Tab  complete nick or /command",
-    "  /clear  clear this pane    /query NAME  open a DM pane    /close  close it",
+    "  Alt-1..9, Alt-0, Alt-J NN    go to pane 1..9, 10, NN    Ctrl-N / Ctrl-P  next / previous",
+    "  Alt-A                        next pane with activity (mentions and DMs first)",
+    "  PageUp / PageDown / wheel    scroll (older history is fetched at the top)",
+    "  Alt-Home / Alt-End           top / back to live     Ctrl-R  find in this pane",
+    "  Up / Down                    input history          Tab  complete nick or /command",
+    "  F2  member list   F11 / F12  scroll it   Alt-=  join/leave filter   Alt-M  mouse",
+    "  Ctrl-C  clear the line (twice on an empty line: quit)",
+    "client commands:",
+    "  /clear  clear this pane        /query NAME  open a DM pane     /close  close it",
+    "  /find TEXT  find in this pane  /reconnect  reconnect now       /filter  /mouse  toggle",
 )
 
 
@@ -49,66 +63,228 @@ class Kind(StrEnum):
     ACTION = "action"
     DM = "dm"
     SYSTEM = "system"
+    PRESENCE = "presence"  # a join, leave or quit: the smart filter may hide it
     ERROR = "error"
     GAP = "gap"
 
 
-@dataclass(frozen=True, slots=True)
+MESSAGE_KINDS = frozenset({Kind.MSG, Kind.OWN, Kind.ACTION, Kind.DM})
+
+
+@dataclass(eq=False, slots=True)
 class Line:
+    """One scrollback line. Compared by identity: the view caches its wrapped rows per line."""
+
     kind: Kind
     ts: str  # RFC 3339 UTC, as on the wire
     text: str  # raw: escaped when drawn
     nick: str = ""
     mention: bool = False
+    id: int | None = None  # the message id, for messages
+    quiet: bool = False  # a join/leave the smart filter hides (its nick was silent)
 
 
-@dataclass
+class Activity(IntEnum):
+    """How much a pane wants attention, WeeChat's hotlist order."""
+
+    NONE = 0
+    SYSTEM = 1
+    MESSAGE = 2
+    MENTION = 3  # a mention, a highlight word or a direct message
+
+
+@dataclass(eq=False)
 class Pane:
     key: str  # room name, or "@" + casefolded partner name
     title: str
     is_dm: bool = False
-    lines: deque[Line] = field(default_factory=lambda: deque(maxlen=SCROLLBACK))
-    unread: int = 0
+    scrollback: int = SCROLLBACK
+    lines: deque[Line] = field(init=False)
+    unread: int = 0  # messages since the pane was last shown
     mentioned: bool = False
-    members: dict[str, str] = field(default_factory=dict)  # casefolded -> as spelled
+    activity: Activity = Activity.NONE
+    members: dict[str, str] = field(default_factory=dict)  # name_key -> as spelled
+    count: int | None = None  # members the server says there are, when it lists fewer
     loaded: bool = False  # its first history arrived: later history is news
-    scroll: int = 0  # lines above the live bottom; 0 = follow new lines
+    joined: bool = False  # our own join was shown
+    # The read marker: how many lines came after it (None: no marker).
+    marker: int | None = None
+    # The view when scrolled back: (lines below the bottom line, rows of that
+    # line below the view's bottom); None follows the live end.
+    anchor: tuple[int, int] | None = None
+    more_before: bool = True  # the server may hold older messages
+    fetching: bool = False  # older history asked for, not yet here
+    speakers: dict[str, float] = field(default_factory=dict)  # name_key -> last spoke (monotonic)
+    joins: dict[str, Line] = field(default_factory=dict)  # hidden joins a first word reveals
+    _ids: set[int] = field(default_factory=set)
+    _sorted: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.lines = deque(maxlen=self.scrollback)
+
+    # A dataclass with eq=False hashes by identity, which is what the view needs.
+
+    @property
+    def scrolled(self) -> bool:
+        return self.anchor is not None
 
     def add(self, line: Line) -> None:
-        self.lines.append(line)
-        if self.scroll:
-            self.scroll += 1  # keep the view still while the user reads back
+        lines = self.lines
+        if len(lines) == lines.maxlen:
+            self._forget(lines[0])
+        lines.append(line)
+        if line.id is not None:
+            self._ids.add(line.id)
+        if self.marker is not None:
+            self.marker += 1
+        if self.anchor is not None:
+            self.anchor = (self.anchor[0] + 1, self.anchor[1])  # keep the view still
+
+    def prepend(self, older: list[Line]) -> None:
+        """Lines older than everything here (a history page), oldest first."""
+        room = (self.lines.maxlen or 0) - len(self.lines)
+        older = older[len(older) - room :] if room < len(older) else older
+        self.lines.extendleft(reversed(older))
+        self._ids.update(line.id for line in older if line.id is not None)
+
+    def insert_message(self, line: Line) -> bool:
+        """A message at its place by id; False when the pane already has it."""
+        assert line.id is not None
+        if line.id in self._ids:
+            return False
+        ids = [(i, ln.id) for i, ln in enumerate(self.lines) if ln.id is not None]
+        pos = bisect.bisect([mid for _, mid in ids], line.id)
+        if pos == len(ids):
+            self.add(line)
+            return True
+        index = ids[pos][0]
+        if len(self.lines) == self.lines.maxlen:
+            if index == 0:
+                return False  # older than all we keep
+            self._forget(self.lines.popleft())
+            index -= 1
+        self.lines.insert(index, line)
+        self._ids.add(line.id)
+        below = len(self.lines) - 1 - index
+        if self.marker is not None and self.marker > below:
+            self.marker += 1
+        if self.anchor is not None and self.anchor[0] >= below:
+            self.anchor = (self.anchor[0] + 1, self.anchor[1])
+        return True
+
+    def has(self, message_id: int) -> bool:
+        return message_id in self._ids
+
+    def first_id(self) -> int | None:
+        return next((line.id for line in self.lines if line.id is not None), None)
+
+    def last_id(self) -> int | None:
+        return next((line.id for line in reversed(self.lines) if line.id is not None), None)
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self._ids.clear()
+        self.anchor = None
+        self.marker = None
+
+    def _forget(self, line: Line) -> None:
+        if line.id is not None:
+            self._ids.discard(line.id)
+
+    def set_members(self, names: Iterable[str]) -> None:
+        self.members = {name_key(n): n for n in names}
+        self._sorted = None
+
+    def add_member(self, name: str) -> None:
+        self.members[name_key(name)] = name
+        self._sorted = None
+
+    def drop_member(self, name: str) -> None:
+        if self.members.pop(name_key(name), None) is not None:
+            self._sorted = None
 
     def member_names(self) -> list[str]:
-        return sorted(self.members.values(), key=str.casefold)
+        """Sorted once per change, not per frame: big rooms have thousands."""
+        if self._sorted is None:
+            self._sorted = sorted(self.members.values(), key=str.casefold)
+        return self._sorted
+
+    def member_count(self) -> int:
+        return max(self.count or 0, len(self.members))
+
+    def spoke(self, name: str) -> None:
+        key = name_key(name)
+        self.speakers.pop(key, None)
+        self.speakers[key] = time.monotonic()
+        if len(self.speakers) > RECENT_SPEAKERS:
+            del self.speakers[next(iter(self.speakers))]
+        join = self.joins.pop(key, None)
+        if join is not None:
+            join.quiet = False  # WeeChat's "unmask": a joiner who talks is shown joining
+
+    def spoke_within(self, name: str, seconds: float) -> bool:
+        when = self.speakers.get(name_key(name))
+        return when is not None and time.monotonic() - when <= seconds
 
 
 def dm_key(name: str) -> str:
     return "@" + name_key(name)
 
 
+def word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+    """Whole words, any case: a name's own characters (``-``, ``.``, ``|``…) are word characters."""
+    words = [w for w in words if w]
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    # "alice-bot" and "malice" are not alice; "alice." and "alice:" are.
+    return re.compile(
+        rf"(?<![\w\-.\[\]{{}}^|])(?:{alternatives})(?![\w\-\[\]{{}}^|]|\.[\w])", re.IGNORECASE
+    )
+
+
 class ChatState:
-    def __init__(self, me: str, server: str = "") -> None:
+    def __init__(
+        self,
+        me: str,
+        server: str = "",
+        *,
+        highlight: Iterable[str] = (),
+        scrollback: int = SCROLLBACK,
+        smart_filter: bool = True,
+        smart_filter_minutes: float = 10.0,
+    ) -> None:
         self.me = me
         self.server = server
         self.panes: dict[str, Pane] = {}
         self.current = ""
         self.status = "connecting"
         self.latency: float | None = None
+        self.detail = ""  # why offline, and when the next try is
         self.bell_pending = False
+        self.alerts: list[tuple[str, str]] = []  # (pane title, text) to notify the user of
+        self.notes: deque[Line] = deque(maxlen=NOTES_KEPT)  # client lines while no pane is open
+        self.highlight = tuple(highlight)
+        self.scrollback = scrollback
+        self.smart_filter = smart_filter
+        self.filter_seconds = smart_filter_minutes * 60
+        self.previous = ""  # the pane shown before an activity jump
+        self.greeted = False  # the first join shows how to get help
         self._dropped = False
         self.quiet_refs: set[object] = set()  # our automatic requests: no line for the answer
+        self.on_line: Callable[[Pane, Line], None] | None = None  # logs new lines to disk
         self._mention_re = self._make_mention_re()
 
     # ------------------------------------------------------------- panes
 
-    def _make_mention_re(self) -> re.Pattern[str]:
-        return re.compile(rf"(?<![\w]){re.escape(self.me)}(?![\w])", re.IGNORECASE)
+    def _make_mention_re(self) -> re.Pattern[str] | None:
+        return word_pattern((self.me, *self.highlight))
 
     def pane(self, key: str, title: str | None = None, is_dm: bool = False) -> Pane:
         pane = self.panes.get(key)
         if pane is None:
-            pane = self.panes[key] = Pane(key=key, title=title or key, is_dm=is_dm)
+            pane = Pane(key=key, title=title or key, is_dm=is_dm, scrollback=self.scrollback)
+            self.panes[key] = pane
             if not self.current:
                 self.current = key
         return pane
@@ -123,10 +299,14 @@ class ChatState:
     def switch(self, key: str) -> bool:
         if key not in self.panes:
             return False
+        old = self.panes.get(self.current)
+        if old is not None and key != self.current:
+            old.marker = 0  # read up to here: what comes next is below the marker
         self.current = key
         pane = self.panes[key]
         pane.unread = 0
         pane.mentioned = False
+        pane.activity = Activity.NONE
         return True
 
     def switch_index(self, index: int) -> bool:
@@ -140,6 +320,25 @@ class ChatState:
             return False
         pos = keys.index(self.current) if self.current in keys else 0
         return self.switch(keys[(pos + step) % len(keys)])
+
+    def active(self) -> list[tuple[int, Pane]]:
+        """Panes other than the current one with activity: (number, pane), most wanted first."""
+        found = [
+            (number, pane)
+            for number, pane in enumerate(self.panes.values(), start=1)
+            if pane.activity > Activity.SYSTEM and pane.key != self.current
+        ]
+        return sorted(found, key=lambda item: (-item[1].activity, item[0]))
+
+    def switch_active(self) -> bool:
+        """Alt-A: the most wanted active pane; with none left, back where the jumps started."""
+        active = self.active()
+        if active:
+            if not self.previous or self.previous not in self.panes:
+                self.previous = self.current
+            return self.switch(active[0][1].key)
+        previous, self.previous = self.previous, ""
+        return bool(previous) and previous != self.current and self.switch(previous)
 
     def close(self, key: str) -> None:
         if key not in self.panes:
@@ -159,47 +358,95 @@ class ChatState:
     # ------------------------------------------------------------- lines
 
     def note(self, text: str, kind: Kind = Kind.SYSTEM, key: str | None = None) -> None:
-        """A line from the client itself (help, errors, gaps) in a pane (default: current)."""
+        """A line from the client itself (help, errors, gaps) in a pane (default: current).
+
+        With no pane open it goes to the notes shown under the "no room open" hint.
+        """
         pane = self.panes.get(key or self.current)
+        line = Line(kind, now_ts(), text)
         if pane is None:
-            pane = self.pane("status", "status")
-        pane.add(Line(kind, now_ts(), text))
+            self.notes.append(line)
+        else:
+            pane.add(line)
 
     def is_me(self, name: str) -> bool:
         return name_key(name) == name_key(self.me)
 
     def mentions_me(self, text: str) -> bool:
-        return bool(self._mention_re.search(text))
+        return self._mention_re is not None and bool(self._mention_re.search(text))
+
+    def _add(self, pane: Pane, line: Line, *, news: bool = True) -> None:
+        pane.add(line)
+        if news and self.on_line is not None:
+            self.on_line(pane, line)
+        if not news or pane.key == self.current:
+            return
+        if line.kind is Kind.PRESENCE and line.quiet:
+            return
+        level = Activity.SYSTEM
+        if line.kind in MESSAGE_KINDS and line.kind is not Kind.OWN:
+            level = Activity.MENTION if (line.mention or pane.is_dm) else Activity.MESSAGE
+        pane.activity = max(pane.activity, level)
 
     def _message(self, pane: Pane, line: Line, *, news: bool = True) -> None:
-        pane.add(line)
+        if line.nick:
+            pane.spoke(line.nick)
+        self._add(pane, line, news=news)
         if not news or line.kind is Kind.OWN:
             return
         if line.mention or pane.is_dm:
             self.bell_pending = True
+            self.alerts.append((pane.title, f"<{line.nick}> {line.text}"))
         if pane.key != self.current:
             pane.unread += 1
             if line.mention or pane.is_dm:
                 pane.mentioned = True
 
-    def _msg_line(self, msg: MsgEvent) -> Line:
+    def _msg_line(self, msg: MsgEvent | DmEvent, room: str = "") -> Line:
         own = self.is_me(msg.from_)
-        kind = Kind.ACTION if msg.action else Kind.OWN if own else Kind.MSG
-        mention = not own and self.mentions_me(msg.text)
-        return Line(kind, msg.ts, msg.text, msg.from_, mention)
+        if msg.action:
+            kind = Kind.ACTION
+        elif own:
+            kind = Kind.OWN
+        else:
+            kind = Kind.DM if isinstance(msg, DmEvent) else Kind.MSG
+        mention = not own and isinstance(msg, MsgEvent) and self.mentions_me(msg.text)
+        return Line(kind, msg.ts, msg.text, msg.from_, mention, msg.id)
+
+    def _presence(self, pane: Pane, ts: str, name: str, text: str, *, joining: bool) -> None:
+        quiet = (
+            self.smart_filter
+            and not pane.is_dm
+            and pane.member_count() > SMART_FILTER_MEMBERS
+            and not pane.spoke_within(name, self.filter_seconds)
+        )
+        line = Line(Kind.PRESENCE, ts, text, name, quiet=quiet)
+        if quiet and joining:
+            pane.joins[name_key(name)] = line
+            if len(pane.joins) > RECENT_SPEAKERS:
+                del pane.joins[next(iter(pane.joins))]
+        self._add(pane, line)
+
+    def hidden(self, line: Line) -> bool:
+        """Whether the view leaves this line out (the smart filter is on and it is quiet)."""
+        return line.quiet and self.smart_filter
 
     # ------------------------------------------------------------- events
 
     def apply(self, event: Event) -> None:
         """Fold one server event into the model."""
         if isinstance(event, MsgEvent):
-            self._message(self.pane(event.room), self._msg_line(event))
+            pane = self.panes.get(event.room)
+            if pane is None:
+                pane = self.pane(event.room)
+            if event.id in pane._ids:
+                return
+            self._message(pane, self._msg_line(event))
         elif isinstance(event, DmEvent):
             partner = event.to if self.is_me(event.from_) else event.from_
             pane = self.open_dm(partner)
-            own = self.is_me(event.from_)
-            kind = Kind.ACTION if event.action else (Kind.OWN if own else Kind.DM)
-            self._message(pane, Line(kind, event.ts, event.text, event.from_, False))
+            if not pane.has(event.id):
+                self._message(pane, self._msg_line(event))
         elif isinstance(event, HistoryReply):
             self._history(event)
         elif isinstance(event, JoinEvent):
@@ -211,10 +458,10 @@ class ChatState:
         elif isinstance(event, WhoReply):
             pane = self.panes.get(event.room)
             if pane is not None:
-                pane.members = {name_key(n): n for n in event.names}
+                pane.set_members(event.names)
             if event.ref not in self.quiet_refs:
                 names = ", ".join(event.names) or "nobody"
-                self.note(f"in {event.room}: {names}")
+                self.note(f"in {event.room} ({len(event.names)}): {names}")
             self.quiet_refs.discard(event.ref)
         elif isinstance(event, RoomsReply):
             listing = ", ".join(f"{r.name} ({r.members})" for r in event.rooms) or "none"
@@ -226,6 +473,13 @@ class ChatState:
                 self.pane(room)
             if event.motd:
                 self.note(event.motd)
+        elif isinstance(event, AwayEvent):
+            pane = self.panes.get(dm_key(event.name))
+            if pane is not None:
+                text = (
+                    f"{event.name} is away: {event.text}" if event.text else f"{event.name} is back"
+                )
+                self._add(pane, Line(Kind.SYSTEM, event.ts, text))
         elif isinstance(event, ErrorEvent):
             self.note(f"{event.code.replace('_', ' ')}: {event.message}", Kind.ERROR)
         elif isinstance(event, Bye):
@@ -243,33 +497,49 @@ class ChatState:
                     Kind.ERROR, now_ts(), "some messages here may be missing (the server lost them)"
                 )
             )
-        if not event.messages:
-            pane.loaded = True
-            return
         news = pane.loaded
-        first_shown = next((line.ts for line in pane.lines if line.kind is not Kind.SYSTEM), None)
-        older = [m for m in event.messages if first_shown is not None and m.ts < first_shown]
-        if older and len(older) == len(event.messages):
-            # Backfill from /history: older than anything shown, so it goes on top.
-            for msg in reversed(older):
-                pane.lines.appendleft(self._msg_line(msg))
-            return
-        for msg in event.messages:
-            self._message(pane, self._msg_line(msg), news=news)
         pane.loaded = True
+        if not pane.lines or pane.first_id() is None:
+            pane.more_before = event.more
+        fresh = [m for m in event.messages if not pane.has(m.id)]
+        if not fresh:
+            return
+        first = pane.first_id()
+        older = [m for m in fresh if first is not None and m.id < first]
+        if older:
+            # A page from before what is shown (/history, or scrolling up): on top, in order.
+            pane.prepend([self._msg_line(m) for m in older])
+            for m in older:
+                pane.speakers.setdefault(name_key(m.from_), 0.0)
+        last = pane.last_id()
+        for msg in fresh[len(older) :]:
+            line = self._msg_line(msg)
+            if last is None or msg.id > last:
+                self._message(pane, line, news=news)
+                last = msg.id
+            else:
+                pane.insert_message(line)  # a hole filled: at its place, not news
 
     def _join(self, event: JoinEvent) -> None:
         if self.is_me(event.name):
-            existed = event.room in self.panes
             pane = self.pane(event.room)
-            pane.members[name_key(event.name)] = event.name
-            if not existed:
-                pane.add(Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
+            pane.add_member(event.name)
+            if not pane.joined:  # not again for the join of a resume
+                pane.joined = True
+                self._add(pane, Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
+                if not self.greeted:
+                    self.greeted = True
+                    pane.add(Line(Kind.SYSTEM, event.ts, GREETING))
             return
         pane = self.panes.get(event.room)
-        if pane is not None:
-            pane.members[name_key(event.name)] = event.name
-            pane.add(Line(Kind.SYSTEM, event.ts, f"{event.name} joined {event.room}"))
+        if pane is None:
+            return
+        pane.add_member(event.name)
+        if pane.count is not None:
+            pane.count += 1
+        self._presence(
+            pane, event.ts, event.name, f"{event.name} joined {event.room}", joining=True
+        )
 
     def _leave(self, event: LeaveEvent) -> None:
         pane = self.panes.get(event.room)
@@ -279,9 +549,20 @@ class ChatState:
             self.close(event.room)
             self.note(f"you left {event.room}")
             return
-        pane.members.pop(name_key(event.name), None)
+        pane.drop_member(event.name)
+        if pane.count is not None:
+            pane.count = max(0, pane.count - 1)
         reason = f" ({event.reason})" if event.reason else ""
-        pane.add(Line(Kind.SYSTEM, event.ts, f"{event.name} left {event.room}{reason}"))
+        text = f"{event.name} left {event.room}{reason}"
+        self._presence(pane, event.ts, event.name, text, joining=False)
+        dm = self.panes.get(dm_key(event.name))
+        if dm is not None and not self._shares_room(event.name):
+            # The partner is gone from every room we can see: likely quit.
+            self._add(dm, Line(Kind.SYSTEM, event.ts, f"{event.name} left{reason}"))
+
+    def _shares_room(self, name: str) -> bool:
+        key = name_key(name)
+        return any(key in pane.members for pane in self.panes.values() if not pane.is_dm)
 
     def _nick(self, event: NickEvent) -> None:
         text = f"{event.old} is now known as {event.new}"
@@ -292,16 +573,18 @@ class ChatState:
         old_key = name_key(event.old)
         for pane in self.panes.values():
             if old_key in pane.members:
-                del pane.members[old_key]
-                pane.members[name_key(event.new)] = event.new
-                pane.add(Line(Kind.SYSTEM, event.ts, text))
-        dm = self.panes.pop(dm_key(event.old), None)
+                pane.drop_member(event.old)
+                pane.add_member(event.new)
+                self._add(pane, Line(Kind.SYSTEM, event.ts, text))
+        dm = self.panes.get(dm_key(event.old))
         if dm is not None:
             # Keep the conversation: the pane follows the new name, in place.
+            old = dm_key(event.old)
+            panes = list(self.panes.items())
             dm.key, dm.title = dm_key(event.new), event.new
-            dm.add(Line(Kind.SYSTEM, event.ts, text))
-            self.panes[dm.key] = dm
-            if self.current == dm_key(event.old):
+            self.panes = {(dm.key if k == old else k): p for k, p in panes}
+            self._add(dm, Line(Kind.SYSTEM, event.ts, text))
+            if self.current == old:
                 self.current = dm.key
 
     # ------------------------------------------------------------- connection
@@ -314,8 +597,10 @@ class ChatState:
         """
         if status in ("connecting", "online") and detail:
             self.server = detail
+        self.detail = detail if status == "offline" else ""
         if status == "offline" and self.status == "online":
             self._dropped = True
+            self.latency = None
             for pane in self.panes.values():
                 pane.add(Line(Kind.GAP, now_ts(), f"connection lost ({detail})"))
         elif status == "online" and self._dropped:
@@ -331,21 +616,27 @@ class ChatState:
         return [*HELP_LINES, *KEY_HELP]
 
     def completions(self, text: str) -> list[str]:
-        """Candidates for the word being typed at the end of ``text``."""
+        """Candidates for the word being typed at the end of ``text``: recent speakers first."""
         word = text.rsplit(" ", 1)[-1]
         if text == word and word.startswith("/"):
             names = sorted({*COMMANDS, *CLIENT_COMMANDS})
-            return ["/" + c for c in names if c.startswith(word[1:].lower())]
+            return ["/" + c + " " for c in names if c.startswith(word[1:].lower())]
         if not word:
             return []
         folded = word.casefold()
         pane = self.current_pane
-        names: list[str] = pane.member_names() if pane else []
+        names: dict[str, None] = {}  # ordered, and no quadratic look-ups in big rooms
+        if pane is not None:
+            for key in reversed(pane.speakers):
+                name = pane.members.get(key)
+                if name:
+                    names[name] = None
+            names.update(dict.fromkeys(pane.member_names()))
         for other in self.panes.values():
-            names.extend(n for n in other.member_names() if n not in names)
-            if other.is_dm and other.title not in names:
-                names.append(other.title)
+            names.update(dict.fromkeys(other.member_names()))
+            if other.is_dm:
+                names.setdefault(other.title, None)
         found = [n for n in names if n.casefold().startswith(folded) and not self.is_me(n)]
-        if text == word:  # first word of the line: irssi style "nick: "
-            return [n + ":" for n in found]
-        return found
+        if text == word:  # first word of the line: "nick: ", as irssi and WeeChat do
+            return [n + ": " for n in found]
+        return [n + " " for n in found]

@@ -1,9 +1,9 @@
 """The full-screen prompt_toolkit app: tab bar, message pane, member list, status bar, input.
 
-Modelled on prompt_toolkit's examples/full-screen: one Application, a layout
-of Windows, a single-line TextArea with history and completion. Network work
-runs as background tasks of the app; every event updates the ChatState model
-(state.py) and asks for a redraw. Drawing is render.py's job.
+One Application, a layout of Windows, an input line that grows with its text.
+Network work runs as background tasks of the app; every event updates the
+ChatState model (state.py) and asks for a redraw. The message area draws
+only what is visible (view.py); the bars are bars.py's.
 """
 
 from __future__ import annotations
@@ -11,26 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from dataclasses import replace
 from typing import Any
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.filters import Condition
+from prompt_toolkit.filters import Condition, to_filter
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.history import History as InputHistory
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import (
     ConditionalContainer,
+    Dimension,
+    Float,
+    FloatContainer,
     FormattedTextControl,
     HSplit,
     Layout,
+    UIContent,
+    UIControl,
     VSplit,
     Window,
 )
+from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
@@ -42,9 +50,11 @@ from chatserver.protocol import (
     Dm,
     Event,
     History,
+    HistoryReply,
     Join,
     JoinEvent,
     Leave,
+    MsgEvent,
     ProtocolError,
     Quit,
     Request,
@@ -54,7 +64,7 @@ from chatserver.protocol import (
 )
 from chatserver.render import escape
 
-from .render import line_fragments
+from . import bars
 from .session import (
     ConnectError,
     ConnectionLost,
@@ -65,37 +75,47 @@ from .session import (
     format_address,
 )
 from .settings import TuiSettings
+from .split import split_text
 from .state import ChatState, Kind, dm_key
+from .view import PaneView, notes_frame
 
-STYLE = Style.from_dict(
-    {
-        "tabbar": "bg:#303030 #bcbcbc",
-        "tab.current": "bg:#5f87af #ffffff bold",
-        "tab.unread": "#ffd75f bold",
-        "tab.mention": "#ff5f5f bold",
-        "status": "bg:#303030 #bcbcbc",
-        "status.online": "#87d787 bold",
-        "status.offline": "#ff5f5f bold",
-        "status.ask": "bg:#d7af00 #000000 bold",
-        "clock": "#808080",
-        "punct": "#808080",
-        "own-nick": "bold #ffffff underline",
-        "own": "#d0d0d0",
-        "mention": "bg:#5f0000 #ffffff bold",
-        "action": "italic",
-        "system": "#808080",
-        "error": "#ff5f5f bold",
-        "gap": "#d7af00",
-        "members": "#bcbcbc",
-        "members.title": "bold underline",
-        "prompt": "bold",
-    }
-)
-RENDERED_LINES = 800  # lines above the view position drawn per frame
+STYLE = {
+    "tabbar": "bg:#303030 #bcbcbc",
+    "tab.current": "bg:#5f87af #ffffff bold",
+    "tab.unread": "#ffd75f bold",
+    "tab.mention": "#ff5f5f bold",
+    "tab.quiet": "#8a8a8a",
+    "status": "bg:#303030 #bcbcbc",
+    "status.online": "#87d787 bold",
+    "status.offline": "#ff5f5f bold",
+    "status.ask": "bg:#d7af00 #000000 bold",
+    "clock": "#808080",
+    "punct": "#808080",
+    "own-nick": "bold #ffffff underline",
+    "own": "#d0d0d0",
+    "mention": "bg:#5f0000 #ffffff bold",
+    "action": "italic",
+    "system": "#808080",
+    "error": "#ff5f5f bold",
+    "gap": "#d7af00",
+    "marker": "#ff5f5f",
+    "day": "#5f87af",
+    "found": "reverse",
+    "members": "#bcbcbc",
+    "members.title": "bold underline",
+    "prompt": "bold",
+}
+HISTORY_PAGE = 100  # messages fetched when scrolling up past the top
+INPUT_ROWS = 6  # the input line grows to this many rows for long text
+QUIT_WINDOW = 2.0  # seconds for the second Ctrl-C on an empty line
+FLASH_SECONDS = 3.0
+REDRAW_INTERVAL = 1 / 30  # at most this many frames a second however busy the rooms are
+WHEEL_ROWS = 3
+BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
 
 class ChatCompleter(Completer):
-    """Nicks of the current room (then others), and /commands at the start of a line."""
+    """Nicks (recent speakers first) and /commands, from the model."""
 
     def __init__(self, state: ChatState) -> None:
         self.state = state
@@ -104,22 +124,59 @@ class ChatCompleter(Completer):
         before = document.text_before_cursor
         word = before.rsplit(" ", 1)[-1]
         for candidate in self.state.completions(before):
-            yield Completion(candidate, start_position=-len(word))
+            yield Completion(candidate, start_position=-len(word), display=candidate.rstrip())
 
 
-class MessageControl(FormattedTextControl):
-    """The message pane: the mouse wheel scrolls our own model, not the window."""
+class MessageControl(UIControl):
+    """The message area: asks the view for exactly the rows that fit."""
 
     def __init__(self, chat: ChatApp) -> None:
-        super().__init__(chat.message_fragments, focusable=False, show_cursor=False)
         self.chat = chat
+        self.width = 80
+        self.height = 20
+
+    def is_focusable(self) -> bool:
+        return False
+
+    def create_content(self, width: int, height: int | None) -> UIContent:
+        self.width, self.height = width, height or self.height
+        rows = self.chat.frame_rows(self.width, self.height)
+        return UIContent(get_line=rows.__getitem__, line_count=len(rows), show_cursor=False)
 
     def mouse_handler(self, mouse_event: MouseEvent) -> Any:
         if mouse_event.event_type is MouseEventType.SCROLL_UP:
-            self.chat.scroll(3)
+            self.chat.scroll(WHEEL_ROWS)
             return None
         if mouse_event.event_type is MouseEventType.SCROLL_DOWN:
-            self.chat.scroll(-3)
+            self.chat.scroll(-WHEEL_ROWS)
+            return None
+        return NotImplemented
+
+
+class MemberControl(UIControl):
+    def __init__(self, chat: ChatApp) -> None:
+        self.chat = chat
+        self.height = 20
+
+    def is_focusable(self) -> bool:
+        return False
+
+    def create_content(self, width: int, height: int | None) -> UIContent:
+        self.height = height or self.height
+        chat = self.chat
+        pane = chat.state.current_pane
+        total = len(pane.members) if pane is not None else 0
+        chat.member_offset = max(0, min(chat.member_offset, total - (self.height - 2)))
+        fragments = bars.member_fragments(chat.state, width, self.height, chat.member_offset)
+        control = FormattedTextControl(fragments)
+        return control.create_content(width, height)
+
+    def mouse_handler(self, mouse_event: MouseEvent) -> Any:
+        if mouse_event.event_type is MouseEventType.SCROLL_UP:
+            self.chat.scroll_members(-WHEEL_ROWS)
+            return None
+        if mouse_event.event_type is MouseEventType.SCROLL_DOWN:
+            self.chat.scroll_members(WHEEL_ROWS)
             return None
         return NotImplemented
 
@@ -130,34 +187,63 @@ class ChatApp:
         config: SessionConfig,
         settings: TuiSettings | None = None,
         *,
+        bell: bool | None = None,
         input: Input | None = None,
         output: Output | None = None,
+        history: InputHistory | None = None,
     ) -> None:
-        self.settings = settings or TuiSettings()
-        self.state = ChatState(config.name, format_address(*config.endpoints[0]))
+        self.settings = settings = settings or TuiSettings()
+        if bell is not None:
+            self.settings = settings = replace(settings, bell=bell)
+        self.state = ChatState(
+            config.name,
+            format_address(*config.endpoints[0]),
+            highlight=settings.highlight,
+            scrollback=settings.scrollback,
+            smart_filter=settings.smart_filter,
+            smart_filter_minutes=settings.smart_filter_minutes,
+        )
         self.session = Session(config, self.on_event, self.on_status)
-        self.bell = self.settings.bell
-        self.show_members = True
-        self.pending_paste: list[str] = []
+        self.view = PaneView(self.state)
+        self.show_members = settings.members
+        self.mouse = settings.mouse
+        self.member_offset = 0
+        self.pending: list[str] = []  # lines waiting for a yes
+        self.question = ""
         self.switch_on_join: set[str] = set()
-        self.message_window: Window | None = None
+        self.fetch_refs: dict[object, str] = {}  # older-history requests -> room
+        self.flash_text = ""
+        self.flash_until = 0.0
+        self.last_ctrl_c = 0.0
+        self.searching = False
+        self.search_saved = ""  # the input line put aside while searching
+        self.search_from: tuple[int, int] | None = None
+        self.found: object = None  # the line the search found: drawn reversed
+        self._redraw_soon = False
+        self.messages = MessageControl(self)
+        self.members_control = MemberControl(self)
         self.input = TextArea(
-            height=1,
             prompt=self._prompt,
             multiline=False,
-            wrap_lines=False,
-            history=InMemoryHistory(),
+            wrap_lines=True,
+            history=history or InMemoryHistory(),
             completer=ChatCompleter(self.state),
             complete_while_typing=False,
             accept_handler=self._accept,
             style="class:input",
         )
+        # One logical line (Enter sends), drawn on as many rows as it needs up to
+        # INPUT_ROWS: TextArea makes a single-line input one row high.
+        self.input.window.height = Dimension(min=1, max=INPUT_ROWS)
+        self.input.window.dont_extend_height = to_filter(True)
+        self.input.buffer.on_text_changed += self._typed
         self.app: Application[int] = Application(
             layout=self._layout(),
             key_bindings=self._bindings(),
-            style=STYLE,
+            style=Style.from_dict({**STYLE, **settings.colours}),
             full_screen=True,
-            mouse_support=True,
+            mouse_support=Condition(lambda: self.mouse),
+            min_redraw_interval=REDRAW_INTERVAL,
             input=input,
             output=output,
         )
@@ -165,147 +251,171 @@ class ChatApp:
     # ------------------------------------------------------------- layout
 
     def _layout(self) -> Layout:
-        self.message_window = Window(
-            MessageControl(self),
-            wrap_lines=True,
-            get_line_prefix=lambda lineno, wrap_count: "      " if wrap_count else "",
-        )
         members = ConditionalContainer(
             VSplit(
                 [
                     Window(width=1, char="│", style="class:members"),
-                    Window(FormattedTextControl(self.member_fragments), width=18),
+                    Window(self.members_control, width=self._member_width),
                 ]
             ),
-            filter=Condition(lambda: self.show_members),
+            filter=Condition(lambda: self.show_members and self._member_width() > 0),
         )
-        return Layout(
-            HSplit(
-                [
-                    Window(
-                        FormattedTextControl(self.tab_fragments), height=1, style="class:tabbar"
-                    ),
-                    VSplit([self.message_window, members]),
-                    Window(
-                        FormattedTextControl(self.status_fragments), height=1, style="class:status"
-                    ),
-                    self.input,
-                ]
-            ),
-            focused_element=self.input,
+        body = HSplit(
+            [
+                Window(FormattedTextControl(self.tab_fragments), height=1, style="class:tabbar"),
+                VSplit([Window(self.messages), members]),
+                Window(FormattedTextControl(self.status_fragments), height=1, style="class:status"),
+                self.input,
+            ]
         )
+        menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
+        return Layout(FloatContainer(body, floats=[menu]), focused_element=self.input)
+
+    def _columns(self) -> int:
+        try:
+            return self.app.output.get_size().columns
+        except Exception:  # no terminal (tests)
+            return 100
+
+    def _member_width(self) -> int:
+        return bars.member_width(self.state, self._columns())
 
     def _prompt(self) -> StyleAndTextTuples:
+        if self.searching:
+            return [("class:status.ask", "(find)"), ("", " ")]
         pane = self.state.current_pane
-        title = escape(pane.title) if pane else ""
+        if pane is None:
+            return [("class:prompt", "[-] ")]
+        title = ("@" if pane.is_dm else "") + escape(pane.title)
         return [("class:prompt", f"[{title}] ")]
 
     def tab_fragments(self) -> StyleAndTextTuples:
-        out: StyleAndTextTuples = []
-        for i, key in enumerate(self.state.order(), start=1):
-            pane = self.state.panes[key]
-            label = f" {i}:{escape(pane.title)}"
-            if key == self.state.current:
-                out.append(("class:tab.current", label + " "))
-                continue
-            out.append(("", label))
-            if pane.unread:
-                style = "class:tab.mention" if pane.mentioned else "class:tab.unread"
-                out.append((style, f"({pane.unread}{'!' if pane.mentioned else ''})"))
-            out.append(("", " "))
-        return out
-
-    def member_fragments(self) -> StyleAndTextTuples:
-        pane = self.state.current_pane
-        if pane is None or pane.is_dm:
-            return [("class:members.title", "direct\n")]
-        names = pane.member_names()
-        out: StyleAndTextTuples = [("class:members.title", f"{len(names)} here\n")]
-        for name in names:
-            style = "class:own-nick" if self.state.is_me(name) else "class:members"
-            out.append((style, escape(name)[:17] + "\n"))
-        return out
+        return bars.tab_fragments(self.state, self._columns())  # type: ignore[return-value]
 
     def status_fragments(self) -> StyleAndTextTuples:
         state = self.state
-        if self.pending_paste:
-            n = len(self.pending_paste)
-            return [("class:status.ask", f" Send the pasted {n} lines as {n} messages? [y/N] ")]
+        if self.pending:
+            return [("class:status.ask", f" {self.question} [y/N] ")]
         online = state.status == "online"
         lag = self.session.latency
         pane = state.current_pane
+        where = "-"
+        if pane is not None:
+            where = ("@" if pane.is_dm else "") + escape(pane.title)
+            if not pane.is_dm:
+                where += f" ({pane.member_count()})"
         parts: StyleAndTextTuples = [
             ("class:status.online" if online else "class:status.offline", f" [{state.status}]"),
-            ("", f" {escape(state.server)} │ {escape(pane.title) if pane else '-'}"),
-            ("", f" │ {escape(state.me)}"),
-            ("", f" │ lag {lag * 1000:.0f} ms" if lag is not None else ""),
+            ("", f" {escape(state.server)} │ {where} │ {escape(state.me)}"),
         ]
-        if pane is not None and pane.scroll:
-            parts.append(("class:status.ask", f" ↑ {pane.scroll} more below (End) "))
+        if online and lag is not None:
+            parts.append(("", f" │ lag {lag * 1000:.0f} ms"))
+        elif state.status == "offline" and state.detail:
+            when = state.detail.rsplit("; ", 1)[-1]  # "retrying in 2.0 s"; the panes say why
+            parts.append(("", f" │ {escape(when)} (/reconnect)"))
+        parts.extend(bars.activity_fragments(state))  # type: ignore[arg-type]
+        if not state.smart_filter:
+            parts.append(("", " │ filter off"))
+        if pane is not None and pane.anchor is not None:
+            parts.append(("class:status.ask", f" ↑ {pane.anchor[0]} more below (Alt-End) "))
+        if self.flash_text and time.monotonic() < self.flash_until:
+            parts.append(("class:status.ask", f" {self.flash_text} "))
         return parts
 
-    def message_fragments(self) -> StyleAndTextTuples:
+    def frame_rows(self, width: int, height: int) -> list[StyleAndTextTuples]:
         pane = self.state.current_pane
         if pane is None:
-            return [("class:system", "no room open: /join ROOM")]
-        lines = pane.lines
-        pane.scroll = max(0, min(pane.scroll, len(lines) - 1))
-        view = len(lines) - 1 - pane.scroll  # the line kept in sight
-        start = max(0, view - RENDERED_LINES)
-        out: StyleAndTextTuples = []
-        info = self.message_window.render_info if self.message_window else None
-        if info is not None and len(lines) < info.window_height:
-            # Few lines: keep them at the bottom, next to the input, as irssi does.
-            out.append(("", "\n" * (info.window_height - len(lines))))
-        for index in range(start, len(lines)):
-            if index == view and pane.scroll:
-                out.append(("[SetCursorPosition]", ""))
-            out.extend(line_fragments(lines[index]))
-            if index == view and not pane.scroll:
-                out.append(("[SetCursorPosition]", ""))  # the end: wrapped rows stay in sight
-            if index != len(lines) - 1:
-                out.append(("", "\n"))
-        return out
+            return notes_frame(list(self.state.notes), self.view, width, height).rows  # type: ignore[return-value]
+        frame = self.view.frame(pane, width, height)
+        if self.found is not None:
+            found = self.found
+            # The found line's rows are marked reversed; cached rows stay plain.
+            rows = self.view.rows_of(found, width)  # type: ignore[arg-type]
+            marked = {id(r) for r in rows}
+            frame.rows = [
+                [("class:found " + s, t) for s, t in r] if id(r) in marked else r
+                for r in frame.rows
+            ]
+        return frame.rows  # type: ignore[return-value]
+
+    def flash(self, text: str) -> None:
+        """A short note in the status bar, not in the pane."""
+        self.flash_text = text
+        self.flash_until = time.monotonic() + FLASH_SECONDS
+
+        async def clear() -> None:
+            await asyncio.sleep(FLASH_SECONDS)
+            self.app.invalidate()
+
+        if self.app.is_running:
+            self.app.create_background_task(clear())
 
     # ------------------------------------------------------------- keys
 
     def _bindings(self) -> KeyBindings:
         kb = KeyBindings()
-        asking = Condition(lambda: bool(self.pending_paste))
+        keys = self.settings.keys
+        asking = Condition(lambda: bool(self.pending))
+        searching = Condition(lambda: self.searching)
 
-        for digit in range(1, 10):
+        # prompt_toolkit's Emacs mode reads Alt-digit and Alt-- as a repeat
+        # count, which silently eats the next key: nothing here wants that.
+        for key in [*"0123456789", "-"]:
 
-            @kb.add("escape", str(digit))
-            def _switch(event: KeyPressEvent, index: int = digit - 1) -> None:
-                self.state.switch_index(index)
+            @kb.add("escape", key)
+            def _swallow(event: KeyPressEvent) -> None:
+                pass
 
-        @kb.add("c-n")
-        def _next(event: KeyPressEvent) -> None:
-            self.state.switch_relative(1)
+        def bind(action: str, handler: Any, **kwargs: Any) -> None:
+            sequence = keys.get(action)
+            if sequence:
+                kb.add(*sequence, **kwargs)(handler)
 
-        @kb.add("c-p")
-        def _prev(event: KeyPressEvent) -> None:
-            self.state.switch_relative(-1)
+        for number in range(1, 11):
+            bind(f"pane_{number}", lambda e, i=number - 1: self.switch_index(i))
+        jump = keys.get("pane_jump")
+        if jump:
+            for number in range(1, 100):
+                tens, ones = divmod(number, 10)
+                kb.add(*jump, str(tens), str(ones))(lambda e, i=number - 1: self.switch_index(i))
+        bind("pane_next", lambda e: self.switch_to(self.state.switch_relative(1)))
+        bind("pane_prev", lambda e: self.switch_to(self.state.switch_relative(-1)))
+        bind("activity", lambda e: self.switch_to(self.state.switch_active()))
+        bind("page_up", lambda e: self.scroll(self.view.page(self.messages.height)))
+        bind("page_down", lambda e: self.scroll(-self.view.page(self.messages.height)))
+        bind("scroll_top", lambda e: self.scroll_top())
+        bind("scroll_live", lambda e: self.live())
+        bind("members", lambda e: self.toggle_members())
+        bind("members_up", lambda e: self.scroll_members(-(self.members_control.height - 2)))
+        bind("members_down", lambda e: self.scroll_members(self.members_control.height - 2))
+        bind("filter", lambda e: self.toggle_filter())
+        bind("mouse", lambda e: self.toggle_mouse())
+        bind("search", lambda e: self.search_next())
 
-        @kb.add("pageup")
-        def _page_up(event: KeyPressEvent) -> None:
-            self.scroll(self._page())
+        @kb.add("tab")
+        def _complete(event: KeyPressEvent) -> None:
+            # WeeChat's way: the first candidate (the last speaker) at once, Tab again
+            # for the next; the menu shows the others.
+            buffer = self.input.buffer
+            if buffer.complete_state:
+                buffer.complete_next()
+            else:
+                buffer.start_completion(select_first=True)
 
-        @kb.add("pagedown")
-        def _page_down(event: KeyPressEvent) -> None:
-            self.scroll(-self._page())
-
-        @kb.add("end")
-        def _live(event: KeyPressEvent) -> None:
-            pane = self.state.current_pane
-            if pane is not None:
-                pane.scroll = 0
-
-        @kb.add("f2")
-        def _members(event: KeyPressEvent) -> None:
-            self.show_members = not self.show_members
+        @kb.add("s-tab")
+        def _complete_back(event: KeyPressEvent) -> None:
+            buffer = self.input.buffer
+            if buffer.complete_state:
+                buffer.complete_previous()
 
         @kb.add("c-c")
+        def _interrupt(event: KeyPressEvent) -> None:
+            self.interrupt()
+
+        @kb.add("escape", filter=searching, eager=True)
+        def _search_cancel(event: KeyPressEvent) -> None:
+            self.end_search(keep=False)
+
         @kb.add("c-d", filter=Condition(lambda: not self.input.text))
         def _quit(event: KeyPressEvent) -> None:
             self.quit()
@@ -315,48 +425,178 @@ class ChatApp:
             text = event.data.replace("\r\n", "\n").replace("\r", "\n")
             lines = [line for line in text.split("\n") if line.strip()]
             if len(lines) > 1:
-                self.pending_paste = lines
+                self.ask(f"Send the pasted {len(lines)} lines as {len(lines)} messages?", lines)
             else:
                 self.input.buffer.insert_text(text.strip("\n"))
 
         @kb.add("y", filter=asking, eager=True)
         @kb.add("Y", filter=asking, eager=True)
-        def _paste_yes(event: KeyPressEvent) -> None:
-            lines, self.pending_paste = self.pending_paste, []
+        def _yes(event: KeyPressEvent) -> None:
+            lines, self.pending = self.pending, []
             for line in lines:
-                self.handle_input(line)
+                self.handle_input(line, confirmed=True)
 
         @kb.add("<any>", filter=asking)
-        def _paste_no(event: KeyPressEvent) -> None:
-            self.pending_paste = []
+        def _no(event: KeyPressEvent) -> None:
+            self.pending = []
+            self.flash("not sent")
 
         return kb
 
-    def _page(self) -> int:
-        info = self.message_window.render_info if self.message_window else None
-        return max(1, (info.window_height if info else 20) - 2)
+    def ask(self, question: str, lines: list[str]) -> None:
+        self.question = question
+        self.pending = lines
 
-    def scroll(self, lines: int) -> None:
+    def switch_index(self, index: int) -> None:
+        self.switch_to(self.state.switch_index(index))
+
+    def switch_to(self, switched: bool) -> None:
+        if switched:
+            self.member_offset = 0
+            self.found = None
+        self.app.invalidate()
+
+    def toggle_members(self) -> None:
+        self.show_members = not self.show_members
+
+    def toggle_filter(self) -> None:
+        self.state.smart_filter = not self.state.smart_filter
+        self.flash(f"join/leave filter {'on' if self.state.smart_filter else 'off'}")
+
+    def toggle_mouse(self) -> None:
+        self.mouse = not self.mouse
+        self.flash("mouse on (wheel scrolls)" if self.mouse else "mouse off (select text)")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: clear the line; on an empty line, a second one quits."""
+        if self.searching:
+            self.end_search(keep=False)
+            return
+        if self.pending:
+            self.pending = []
+            self.flash("not sent")
+            return
+        if self.input.text:
+            self.input.buffer.reset()
+            return
+        now = time.monotonic()
+        if now - self.last_ctrl_c < QUIT_WINDOW:
+            self.quit()
+            return
+        self.last_ctrl_c = now
+        self.flash("Ctrl-C again to quit (or /quit)")
+
+    def scroll(self, rows: int) -> None:
+        pane = self.state.current_pane
+        if pane is None:
+            return
+        top = self.view.scroll(pane, rows, self.messages.width, self.messages.height)
+        if top and rows > 0:
+            self.fetch_older(pane.key)
+        self.app.invalidate()
+
+    def scroll_top(self) -> None:
         pane = self.state.current_pane
         if pane is not None:
-            pane.scroll = max(0, min(len(pane.lines) - 1, pane.scroll + lines))
-            self.app.invalidate()
+            self.view.to_top(pane, self.messages.width, self.messages.height)
+            self.fetch_older(pane.key)
+        self.app.invalidate()
+
+    def live(self) -> None:
+        pane = self.state.current_pane
+        if pane is not None:
+            pane.anchor = None
+        self.found = None
+        self.app.invalidate()
+
+    def scroll_members(self, rows: int) -> None:
+        self.member_offset = max(0, self.member_offset + rows)
+        self.app.invalidate()
+
+    def fetch_older(self, key: str) -> None:
+        """Ask the server for the page before the oldest message shown (once at a time)."""
+        pane = self.state.panes.get(key)
+        if pane is None or pane.is_dm or pane.fetching or not pane.more_before:
+            return
+        if self.session.status is not Status.ONLINE:
+            return
+        pane.fetching = True
+        ref = self.session.send(History(room=key, before=pane.first_id(), limit=HISTORY_PAGE))
+        self.fetch_refs[ref] = key
+
+    # ------------------------------------------------------------- search
+
+    def search_next(self) -> None:
+        """Ctrl-R: start finding in this pane; again: the next older match."""
+        pane = self.state.current_pane
+        if pane is None:
+            return
+        if not self.searching:
+            self.searching = True
+            self.search_from = pane.anchor
+            self.search_saved = self.input.text
+            self.input.buffer.reset()
+            self.flash("find: type, Ctrl-R older, Enter stay, Esc back")
+            return
+        self._find(self.input.text, older=True)
+
+    def _typed(self, buffer: Any) -> None:
+        self.last_ctrl_c = 0.0  # "twice in a row" only
+        if self.searching:
+            self._find(buffer.text, older=False)
+
+    def _find(self, text: str, *, older: bool) -> bool:
+        pane = self.state.current_pane
+        if pane is None or not text:
+            return False
+        start = pane.anchor[0] if older and pane.anchor else None
+        if not older:
+            start = self.search_from[0] if self.search_from else None
+            start = None if start is None else start - 1
+        below = self.view.find(pane, text, start)
+        if below is None:
+            self.flash(f"not found: {text}")
+            return False
+        self.found = pane.lines[len(pane.lines) - 1 - below]
+        self.view.show(pane, below, self.messages.width, self.messages.height)
+        self.app.invalidate()
+        return True
+
+    def end_search(self, *, keep: bool) -> None:
+        self.searching = False
+        pane = self.state.current_pane
+        if not keep:
+            self.found = None
+            if pane is not None:
+                pane.anchor = self.search_from
+        self.input.buffer.text = self.search_saved
+        self.input.buffer.cursor_position = len(self.search_saved)
+        self.app.invalidate()
 
     # ------------------------------------------------------------- input
 
     def _accept(self, buffer: Any) -> bool:
+        if self.searching:
+            self.end_search(keep=True)
+            return True  # keep the saved line, not the search text
         self.handle_input(buffer.text)
         return False  # clear the line (it is kept in the history)
 
-    def handle_input(self, line: str) -> None:
+    def max_text(self) -> int:
+        welcome = self.session.welcome
+        return (welcome.limits.get("max_text") if welcome else None) or DEFAULT_MAX_TEXT
+
+    def handle_input(self, line: str, *, confirmed: bool = False) -> None:
         state = self.state
         pane = state.current_pane
         word, _, rest = line.partition(" ")
         command = word[1:].lower() if line.startswith("/") and not line.startswith("//") else ""
+        arg = rest.strip()
         if command == "clear":
             if pane is not None:
-                pane.lines.clear()
-                pane.scroll = 0
+                pane.clear()
+            else:
+                state.notes.clear()
             return
         if command == "close":
             if pane is not None and pane.is_dm:
@@ -364,19 +604,35 @@ class ChatApp:
             elif pane is not None:
                 self.send(Leave(room=pane.key))
             return
-        if command in ("query", "q") and rest.strip() and " " not in rest.strip():
+        if command in ("query", "q") and arg and " " not in arg:
             try:
-                name = check_name(rest.strip())
+                name = check_name(arg)
             except ProtocolError as exc:
                 state.note(exc.message, Kind.ERROR)
                 return
             state.open_dm(name)
             state.switch(dm_key(name))
             return
-        welcome = self.session.welcome
-        max_text = (welcome.limits.get("max_text") if welcome else None) or DEFAULT_MAX_TEXT
+        if command == "find":
+            if not arg:
+                state.note("usage: /find TEXT (or Ctrl-R)", Kind.ERROR)
+            elif not self._find(arg, older=True):
+                state.note(f"not found in this pane: {arg}", Kind.ERROR)
+            return
+        if command == "reconnect":
+            self.flash("reconnecting…")
+            self.session.reconnect_now()
+            return
+        if command == "filter":
+            self.toggle_filter()
+            return
+        if command == "mouse":
+            self.toggle_mouse()
+            return
+        if not confirmed and self._split_asked(line):
+            return
         try:
-            request = parse_line(line, max_text)
+            request = parse_line(line, self.max_text())
         except ProtocolError as exc:
             state.note(exc.message, Kind.ERROR)
             return
@@ -393,12 +649,38 @@ class ChatApp:
         if request is not None:
             self.send(request)
 
+    def _split_asked(self, line: str) -> bool:
+        """A text over max_text: ask to send it as several messages, cut between words."""
+        limit = self.max_text()
+        if len(line.encode()) <= limit:
+            return False
+        head = ""
+        text = line
+        lowered = line.lower()
+        if lowered.startswith("/me "):
+            head, text = "/me ", line[4:]
+        elif lowered.startswith("/msg "):
+            _, name, *body = line.split(" ", 2)
+            head, text = f"/msg {name} ", body[0] if body else ""
+        elif line.startswith("//"):
+            head, text = "//", line[2:]
+        elif line.startswith("/"):
+            return False  # other commands: the server's limit answers
+        pieces = split_text(text, limit)
+        lines = [head + piece if head else self._plain(piece) for piece in pieces]
+        self.ask(f"The text is over {limit} bytes: send it as {len(lines)} messages?", lines)
+        return True
+
+    @staticmethod
+    def _plain(text: str) -> str:
+        return "/" + text if text.startswith("/") else text
+
     def _aim(self, request: Request) -> Request | None:
         """Point a request at the current pane when the line did not name a room."""
         pane = self.state.current_pane
         if isinstance(request, Say):
             if pane is None:
-                self.state.note("you are in no room: /join one first", Kind.ERROR)
+                self.state.note("you are in no room: /join ROOM first", Kind.ERROR)
                 return None
             if pane.is_dm:
                 return Dm(to=pane.title, text=request.text, action=request.action)
@@ -407,6 +689,11 @@ class ChatApp:
             if isinstance(request, Leave) and request.room is None and pane is not None:
                 self.state.close(pane.key)
                 return None
+            if isinstance(request, Leave | Who | History) and request.room is None:
+                self.state.note("no room here: name one, or /join ROOM", Kind.ERROR)
+                return None
+            if isinstance(request, Join):
+                self.switch_on_join.add(request.room)
             return request
         if isinstance(request, Leave | Who | History) and request.room is None:
             return replace(request, room=pane.key)
@@ -430,19 +717,55 @@ class ChatApp:
     # ------------------------------------------------------------- network
 
     def on_event(self, event: Event) -> None:
-        if isinstance(event, JoinEvent) and self.state.is_me(event.name):
+        state = self.state
+        if isinstance(event, JoinEvent) and state.is_me(event.name):
             # Our join (also after a reconnect): fetch the member list quietly.
-            self.state.quiet_refs.add(self.session.send(Who(room=event.room)))
-        self.state.apply(event)
-        me = isinstance(event, JoinEvent) and self.state.is_me(event.name)
-        if me and event.room in self.switch_on_join:
+            state.quiet_refs.add(self.session.send(Who(room=event.room)))
+        if isinstance(event, HistoryReply) and event.ref in self.fetch_refs:
+            self.fetch_refs.pop(event.ref)
+            pane = state.panes.get(event.room)
+            if pane is not None:
+                pane.fetching = False
+                pane.more_before = event.more
+        state.apply(event)
+        if (
+            isinstance(event, JoinEvent)
+            and state.is_me(event.name)
+            and event.room in self.switch_on_join
+        ):
             self.switch_on_join.discard(event.room)
-            self.state.switch(event.room)
-        if self.state.bell_pending:
-            self.state.bell_pending = False
-            if self.bell and self.app.is_running:
+            self.switch_to(state.switch(event.room))
+        if state.bell_pending:
+            state.bell_pending = False
+            self.alert()
+        room = getattr(event, "room", None)
+        if room is not None and room != state.current and isinstance(event, MsgEvent | JoinEvent):
+            self.invalidate_soon()  # only a tab's count changes: a few frames a second do
+        else:
+            self.app.invalidate()
+
+    def invalidate_soon(self) -> None:
+        """Redraw within BACKGROUND_REDRAW seconds, once however many events come."""
+        if self._redraw_soon or not self.app.is_running:
+            return
+        self._redraw_soon = True
+
+        def redraw() -> None:
+            self._redraw_soon = False
+            self.app.invalidate()
+
+        asyncio.get_running_loop().call_later(BACKGROUND_REDRAW, redraw)
+
+    def alert(self) -> None:
+        """A mention or a DM: the bell, rate-limited."""
+        alerts, self.state.alerts = self.state.alerts, []
+        if not self.app.is_running:
+            return
+        if self.settings.bell and alerts:
+            now = time.monotonic()
+            if now - getattr(self, "_last_bell", -1e9) >= self.settings.bell_interval:
+                self._last_bell = now
                 self.app.output.bell()
-        self.app.invalidate()
 
     def on_status(self, status: Status, detail: str) -> None:
         if detail != "pong":
@@ -482,10 +805,6 @@ class ChatApp:
 
     async def _first_ping(self) -> None:
         self.session.ping()  # the status bar shows a latency from the start
-
-
-def _bar(get_fragments: Any, style: str) -> Window:
-    return Window(FormattedTextControl(get_fragments), height=1, style=style)
 
 
 def run_tui(config: SessionConfig, settings: TuiSettings) -> int:

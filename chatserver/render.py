@@ -45,6 +45,11 @@ def _escape_table() -> dict[int, str]:
 
 
 _ESCAPES = _escape_table()
+# Format characters that only shape their neighbours: the zero-width joiner
+# and non-joiner (emoji sequences such as a family, Persian, Indic scripts),
+# the soft hyphen, and the tag characters of flag emoji (a subdivision flag
+# is a black flag, tags, and a cancel tag). Escaping them breaks text.
+_SHAPING = frozenset({"\u00ad", "\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 
 
 def escape(text: object) -> str:
@@ -61,8 +66,11 @@ def escape(text: object) -> str:
     if text.isprintable():
         return text
     # Whatever else is not printable (other format characters, unassigned
-    # code points, surrogates) is shown by number too.
-    return "".join(ch if ch.isprintable() else f"\\u{{{ord(ch):04x}}}" for ch in text)
+    # code points, surrogates) is shown by number too, but for the few that
+    # only join or shape what is around them and hide nothing.
+    return "".join(
+        ch if ch.isprintable() or ch in _SHAPING else f"\\u{{{ord(ch):04x}}}" for ch in text
+    )
 
 
 def clock(ts: object) -> str:

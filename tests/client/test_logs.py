@@ -14,17 +14,10 @@ from chatclient.logs import PaneLogs, format_line, local_stamp, safe_name, serve
 from chatclient.state import Kind, Line
 
 
-class IdLine:
-    """A pane line with the id the lead is adding to state.Line (duck-typed here)."""
-
-    def __init__(self, kind: Kind, ts: str, text: str, nick: str = "", id: int | None = None):
-        self.kind, self.ts, self.text, self.nick, self.id = kind, ts, text, nick, id
-
-
-def msg(n: int, text: str = "", nick: str = "bob", second: int | None = None) -> IdLine:
+def msg(n: int, text: str = "", nick: str = "bob", second: int | None = None) -> Line:
     s = n if second is None else second
-    return IdLine(
-        Kind.MSG, f"2026-12-02T08:{s // 60:02d}:{s % 60:02d}.000Z", text or f"m{n}", nick, n
+    return Line(
+        Kind.MSG, f"2026-12-02T08:{s // 60:02d}:{s % 60:02d}.000Z", text or f"m{n}", nick, id=n
     )
 
 
@@ -114,7 +107,7 @@ def test_server_dir_names() -> None:
 def test_one_file_per_pane_private(tmp_path: Path) -> None:
     logs = PaneLogs(tmp_path / "logs", "127.0.0.1:5500")
     logs.log("lobby", "lobby", msg(1, "hello"))
-    logs.log("@bob", "Bob", IdLine(Kind.DM, "2026-12-02T08:00:05Z", "psst", "Bob", 7))
+    logs.log("@bob", "Bob", Line(Kind.DM, "2026-12-02T08:00:05Z", "psst", "Bob", id=7))
     logs.close()
     lobby = tmp_path / "logs" / "127.0.0.1_5500" / "lobby.log"
     dm = tmp_path / "logs" / "127.0.0.1_5500" / "@bob.log"
@@ -139,8 +132,8 @@ def test_no_duplicates_within_a_run(tmp_path: Path) -> None:
         logs.log("lobby", "lobby", msg(n))
     logs.log("lobby", "lobby", msg(2))  # /history shows it again
     logs.log("lobby", "lobby", msg(1))
-    logs.log("lobby", "lobby", IdLine(Kind.SYSTEM, "2026-12-02T08:00:04Z", "dave joined lobby"))
-    logs.log("lobby", "lobby", IdLine(Kind.SYSTEM, "2026-12-02T08:00:05Z", "dave joined lobby"))
+    logs.log("lobby", "lobby", Line(Kind.SYSTEM, "2026-12-02T08:00:04Z", "dave joined lobby"))
+    logs.log("lobby", "lobby", Line(Kind.SYSTEM, "2026-12-02T08:00:05Z", "dave joined lobby"))
     logs.log("lobby", "lobby", msg(6))
     logs.close()
     assert message_lines(logs.path("lobby")) == [
@@ -171,7 +164,7 @@ def test_no_duplicates_across_a_restart(tmp_path: Path) -> None:
     ]
     # A server restarted without its history numbers from 1 again: new text is new.
     third = PaneLogs(tmp_path, "h:1")
-    third.log("lobby", "lobby", IdLine(Kind.MSG, "2026-12-02T09:00:00Z", "after", "bob", 1))
+    third.log("lobby", "lobby", Line(Kind.MSG, "2026-12-02T09:00:00Z", "after", "bob", id=1))
     third.close()
     assert message_lines(third.path("lobby"))[-1] == "2026-12-02 11:00:00 <bob> after"
 
@@ -193,7 +186,7 @@ def test_a_reconnect_replay_in_the_same_run_is_not_logged(tmp_path: Path) -> Non
     logs = PaneLogs(tmp_path, "h:1")
     for n in (1, 2):
         logs.log("dev", "dev", msg(n))
-    logs.log("dev", "dev", IdLine(Kind.GAP, "2026-12-02T08:00:03Z", "connection lost (eof)"))
+    logs.log("dev", "dev", Line(Kind.GAP, "2026-12-02T08:00:03Z", "connection lost (eof)"))
     for n in (1, 2, 3):  # the resume's history: 1 and 2 again, 3 missed
         logs.log("dev", "dev", msg(n))
     logs.close()

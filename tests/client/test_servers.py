@@ -19,7 +19,6 @@ from prompt_toolkit.output import DummyOutput
 
 from chatclient.__main__ import parse_args
 from chatclient.session import SessionConfig, Tracker, format_address, welcome_node
-from chatclient.settings import TuiSettings
 from chatclient.state import ChatState, Kind
 from chatclient.tui import ChatApp
 from chatserver.protocol import Hello, HistoryReply, MsgEvent, Welcome, parse_event
@@ -290,7 +289,7 @@ def test_the_status_bar_names_the_server_it_moved_to(
     async def scenario() -> tuple[int, list[str]]:
         with create_pipe_input() as keys:
             config = SessionConfig(name="alice", servers=((LOCAL, a.port), (LOCAL, b.port)))
-            chat = ChatApp(config, TuiSettings(bell=False), input=keys, output=DummyOutput())
+            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
             run = asyncio.create_task(chat.run())
             await until(lambda: chat.state.status == "online" and "lobby" in chat.state.panes)
             assert chat.state.server == address(a.port)
@@ -333,7 +332,7 @@ def test_the_app_says_which_servers_it_skipped_at_start(
             config = SessionConfig(
                 name="alice", servers=((LOCAL, port_of(down)), (LOCAL, server.port))
             )
-            chat = ChatApp(config, TuiSettings(bell=False), input=keys, output=DummyOutput())
+            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
             run = asyncio.create_task(chat.run())
             await until(lambda: chat.state.status == "online" and "lobby" in chat.state.panes)
             assert chat.state.server == address(server.port)

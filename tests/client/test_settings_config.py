@@ -27,7 +27,6 @@ from chatclient.settings import (
     config_home,
     default_history_file,
     default_log_dir,
-    mention_pattern,
 )
 from chatclient.tui import STYLE
 from tests.client.conftest import run_client
@@ -391,18 +390,6 @@ def test_script_mode_reads_the_file_too(tmp_path: Path, server: ThreadServer) ->
     assert "<scripty> hello from the file" in result.stdout
 
 
-# ------------------------------------------------------------------ highlight words
-
-
-def test_mention_pattern() -> None:
-    pattern = mention_pattern("alice", ("deploy", "c++", "on call"))
-    for text in ("Alice: hi", "hey ALICE!", "deploy done", "Deploy?", "I like C++.", "on call now"):
-        assert pattern.search(text), text
-    for text in ("malice", "alice_", "redeployed", "deployment", "xc++", "on calling"):
-        assert not pattern.search(text), text
-    assert not mention_pattern("", ()).search("anything")
-
-
 def test_a_key_outside_its_table_says_where_it_belongs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bell: unknown key here: it belongs in the \[ui\]"):
         load_config(write(tmp_path, "bell = false\n"))
@@ -427,6 +414,6 @@ def test_the_example_config_is_complete_and_valid(tmp_path: Path) -> None:
     assert set(file.ui["keys"]) == set(KEY_ACTIONS)
     assert file.ui["keys"] == dict(DEFAULT_KEYS)
     assert set(file.ui["colours"]) == _style_classes()
-    assert dict(STYLE.style_rules).items() <= file.ui["colours"].items()  # the defaults shown
+    assert dict(STYLE).items() <= file.ui["colours"].items()  # the defaults shown
     for option in ("name", "servers", "rooms", "password_file", "tls", "cafile", "insecure"):
         assert option in file.session

@@ -112,11 +112,13 @@ def test_direct_messages_get_a_pane_per_person() -> None:
 def test_completion_of_nicks_and_commands() -> None:
     state = joined(ChatState("alice"), "lobby")
     state.apply(WhoReply(room="lobby", names=["alice", "bob", "Bobby", "carol"]))
-    assert state.completions("/jo") == ["/join"]
-    assert "/clear" in state.completions("/cl")
-    assert state.completions("bo") == ["bob:", "Bobby:"]
-    assert state.completions("hi BO") == ["bob", "Bobby"]
+    assert state.completions("/jo") == ["/join "]
+    assert "/clear " in state.completions("/cl")
+    assert state.completions("bo") == ["bob: ", "Bobby: "]
+    assert state.completions("hi BO") == ["bob ", "Bobby "]
     assert state.completions("al") == []  # never yourself
+    state.apply(msg(1, "hello", who="Bobby"))
+    assert state.completions("bo") == ["Bobby: ", "bob: "]  # the last speaker first
 
 
 def test_backfill_goes_on_top_and_gaps_are_marked() -> None:
@@ -139,9 +141,9 @@ def test_backfill_goes_on_top_and_gaps_are_marked() -> None:
 def test_scroll_holds_still_while_reading_back() -> None:
     state = joined(ChatState("alice"), "lobby")
     pane = state.panes["lobby"]
-    pane.scroll = 2
+    pane.anchor = (2, 1)
     state.apply(msg(1, "x"))
-    assert pane.scroll == 3
+    assert pane.anchor == (3, 1)
 
 
 def test_tracker_resumes_and_drops_duplicates() -> None:

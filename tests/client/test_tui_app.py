@@ -9,7 +9,6 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chatclient.session import SessionConfig
-from chatclient.settings import TuiSettings
 from chatclient.state import Kind
 from chatclient.tui import ChatApp
 from tests.client.conftest import until
@@ -28,7 +27,7 @@ def test_type_switch_complete_paste_quit(
     async def scenario() -> int:
         with create_pipe_input() as keys:
             config = SessionConfig(name="alice", port=server.port, rooms=("lobby", "dev"))
-            chat = ChatApp(config, TuiSettings(bell=False), input=keys, output=DummyOutput())
+            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
             run = asyncio.create_task(chat.run())
             dev = lambda: chat.state.panes.get("dev")  # noqa: E731
             await until(lambda: dev() is not None and "bob" in dev().members)
@@ -49,12 +48,12 @@ def test_type_switch_complete_paste_quit(
             assert chat.state.panes["dev"].unread == 0
 
             keys.send_text("hi b\t")  # Tab completes the only matching nick
-            await until(lambda: chat.input.text == "hi bob")
+            await until(lambda: chat.input.text == "hi bob ")
             keys.send_text("\r")
-            assert (await asyncio.to_thread(bob.expect, "msg", text="hi bob"))["room"] == "dev"
+            assert (await asyncio.to_thread(bob.expect, "msg", text="hi bob "))["room"] == "dev"
 
             keys.send_text("\x1b[200~one\ntwo\x1b[201~")  # a bracketed paste of two lines
-            await until(lambda: chat.pending_paste == ["one", "two"])
+            await until(lambda: chat.pending == ["one", "two"])
             keys.send_text("y")
             assert (await asyncio.to_thread(bob.expect, "msg", text="one"))["room"] == "dev"
             await asyncio.to_thread(bob.expect, "msg", text="two")

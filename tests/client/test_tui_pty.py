@@ -2,63 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from collections.abc import Callable
 
 import pexpect
-import pyte
 
-from tests.client.conftest import ROOT
+from tests.client.terminal import Terminal
 from tests.helpers import Client, ThreadServer
-
-ROWS, COLS = 24, 100
-
-
-class Terminal:
-    """``python -m chatclient`` in a pty whose output feeds a pyte screen."""
-
-    def __init__(self, *args: str) -> None:
-        self.screen = pyte.Screen(COLS, ROWS)
-        self.stream = pyte.ByteStream(self.screen)
-        env = {**os.environ, "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)}
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "chatclient", *args],
-            dimensions=(ROWS, COLS),
-            env=env,
-            cwd=str(ROOT),
-        )
-
-    def text(self) -> str:
-        return "\n".join(self.screen.display)
-
-    def wait(self, check: Callable[[str], bool], what: str, timeout: float = 8.0) -> str:
-        """Feed output into the screen until check(screen text) holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.text()
-            if check(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"screen never showed {what}:\n{screen}")
-            try:
-                self.stream.feed(self.child.read_nonblocking(1 << 16, timeout=0.1))
-            except pexpect.TIMEOUT:
-                pass
-            except pexpect.EOF:
-                raise AssertionError(f"client exited before {what}:\n{screen}") from None
-
-    def members(self) -> list[str]:
-        """The member list column (right of the divider) of the message area."""
-        column = []
-        for row in self.screen.display[1:-2]:
-            if "│" in row:
-                name = row.rsplit("│", 1)[1].strip()
-                if name:
-                    column.append(name)
-        return column
 
 
 def test_full_screen_chat_in_a_terminal(
