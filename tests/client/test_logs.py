@@ -53,6 +53,8 @@ def test_the_format_is_local_time_with_the_date() -> None:
         format_line(Line(Kind.GAP, ts, "connection lost"))
         == "2026-12-02 10:02:03 ~~ connection lost"
     )
+    presence = Line(Kind.PRESENCE, ts, "carol left lobby", "carol", quiet=True)
+    assert format_line(presence) == "2026-12-02 10:02:03 -- carol left lobby"  # filtered: logged
     # The day changes with the local zone, not UTC's.
     assert local_stamp("2026-12-02T23:30:00Z") == "2026-12-03 01:30:00"
 
