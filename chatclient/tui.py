@@ -816,11 +816,9 @@ class ChatApp:
         self.session.ping()  # the status bar shows a latency from the start
 
 
-def run_tui(
-    config: SessionConfig, settings: TuiSettings | None = None, *, bell: bool = True
-) -> int:
+def run_tui(config: SessionConfig, settings: TuiSettings) -> int:
     try:
-        return asyncio.run(ChatApp(config, settings, bell=bell).run())
+        return asyncio.run(ChatApp(config, settings).run())
     except KeyboardInterrupt:
         return 130
 

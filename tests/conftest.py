@@ -68,3 +68,14 @@ def connect(server: ThreadServer) -> Iterator[Callable[..., Client]]:
     yield factory
     for client in clients:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _client_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's config, logs and history under a temporary home, never the user's own.
+
+    Clients started as subprocesses inherit these too.
+    """
+    base = tmp_path_factory.mktemp("xdg")
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(variable, str(base / variable.lower()))
