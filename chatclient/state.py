@@ -262,7 +262,7 @@ class ChatState:
         self.latency: float | None = None
         self.detail = ""  # why offline, and when the next try is
         self.bell_pending = False
-        self.alerts: list[tuple[str, str]] = []  # (pane title, text) to notify the user of
+        self.alerts: list[tuple[str, str, str]] = []  # (pane key, title, text) to notify of
         self.notes: deque[Line] = deque(maxlen=NOTES_KEPT)  # client lines while no pane is open
         self.highlight = tuple(highlight)
         self.scrollback = scrollback
@@ -377,7 +377,7 @@ class ChatState:
 
     def _add(self, pane: Pane, line: Line, *, news: bool = True) -> None:
         pane.add(line)
-        if news and self.on_line is not None:
+        if self.on_line is not None:  # backlog too: the log skips what it has
             self.on_line(pane, line)
         if not news or pane.key == self.current:
             return
@@ -396,7 +396,7 @@ class ChatState:
             return
         if line.mention or pane.is_dm:
             self.bell_pending = True
-            self.alerts.append((pane.title, f"<{line.nick}> {line.text}"))
+            self.alerts.append((pane.key, pane.title, f"<{line.nick}> {line.text}"))
         if pane.key != self.current:
             pane.unread += 1
             if line.mention or pane.is_dm:

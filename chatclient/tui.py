@@ -21,7 +21,6 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition, to_filter
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import History as InputHistory
-from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
@@ -65,6 +64,9 @@ from chatserver.protocol import (
 from chatserver.render import escape
 
 from . import bars
+from .history import ChatHistory
+from .logs import PaneLogs
+from .notify import Notifier
 from .session import (
     ConnectError,
     ConnectionLost,
@@ -111,6 +113,7 @@ QUIT_WINDOW = 2.0  # seconds for the second Ctrl-C on an empty line
 FLASH_SECONDS = 3.0
 REDRAW_INTERVAL = 1 / 30  # at most this many frames a second however busy the rooms are
 WHEEL_ROWS = 3
+TYPING_SECONDS = 60.0  # typed this recently in the pane shown: its mentions need no pop-up
 BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
 
@@ -205,6 +208,16 @@ class ChatApp:
         )
         self.session = Session(config, self.on_event, self.on_status)
         self.view = PaneView(self.state)
+        # Logs are named after the first server given, not the node answering, so
+        # a cluster's processes share one set of files.
+        self.logs: PaneLogs | None = None
+        if settings.logs:
+            logs = self.logs = PaneLogs(
+                settings.log_dir, format_address(*config.endpoints[0]), on_error=self.error_note
+            )
+            self.state.on_line = lambda pane, line: logs.log(pane.key, pane.title, line)
+        self.notifier = Notifier(settings, self._write_raw, on_error=self.error_note)
+        self.last_typed = -1e9
         self.show_members = settings.members
         self.mouse = settings.mouse
         self.member_offset = 0
@@ -226,7 +239,8 @@ class ChatApp:
             prompt=self._prompt,
             multiline=False,
             wrap_lines=True,
-            history=history or InMemoryHistory(),
+            history=history
+            or ChatHistory(settings.history_file, settings.history_size, on_error=self.error_note),
             completer=ChatCompleter(self.state),
             complete_while_typing=False,
             accept_handler=self._accept,
@@ -542,6 +556,7 @@ class ChatApp:
 
     def _typed(self, buffer: Any) -> None:
         self.last_ctrl_c = 0.0  # "twice in a row" only
+        self.last_typed = time.monotonic()
         if self.searching:
             self._find(buffer.text, older=False)
 
@@ -766,15 +781,26 @@ class ChatApp:
         asyncio.get_running_loop().call_later(BACKGROUND_REDRAW, redraw)
 
     def alert(self) -> None:
-        """A mention or a DM: the bell, rate-limited."""
+        """A mention or a DM: the bell and a desktop notification, both rate-limited."""
         alerts, self.state.alerts = self.state.alerts, []
-        if not self.app.is_running:
+        if not alerts or not self.app.is_running:
             return
-        if self.settings.bell and alerts:
-            now = time.monotonic()
-            if now - getattr(self, "_last_bell", -1e9) >= self.settings.bell_interval:
-                self._last_bell = now
-                self.app.output.bell()
+        pane = self.state.current_pane
+        busy_here = time.monotonic() - self.last_typed < TYPING_SECONDS
+        for key, title, body in alerts:
+            if busy_here and pane is not None and key == pane.key:
+                continue  # talking in this very pane: no pop-up for each answer
+            self.notifier.notify(escape(title), body, key)
+        self.notifier.bell()
+
+    def _write_raw(self, text: str) -> None:
+        if self.app.is_running:
+            self.app.output.write_raw(text)
+            self.app.output.flush()
+
+    def error_note(self, message: str) -> None:
+        """Trouble with a file of ours (logs, history): said once, the chat goes on."""
+        self.state.note(message, Kind.ERROR)
 
     def on_status(self, status: Status, detail: str) -> None:
         if detail != "pong":
@@ -810,6 +836,9 @@ class ChatApp:
             result = await self.app.run_async()
         finally:
             self.session.close()
+            self.notifier.close()
+            if self.logs is not None:
+                self.logs.close()
         return result or 0
 
     async def _first_ping(self) -> None:

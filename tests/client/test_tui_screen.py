@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -313,3 +314,44 @@ def test_reconnect_now_after_a_restart(
     term.send("/reconnect\r")
     term.wait(lambda s: "[online]" in term.status(), "online at once", timeout=2.5)
     assert term.quit() == 0
+
+
+def test_config_highlight_notify_logs_and_history_across_a_restart(
+    server: ThreadServer, connect: Callable[..., Client], tmp_path: Path
+) -> None:
+    """Features 3, 4, 6: the config file's highlight word notifies (OSC 777); each pane has a
+    log on disk that a restart does not repeat; the input history survives the restart."""
+    config = tmp_path / ".config/chatclient/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[ui]\nhighlight = ["deploy"]\nnotify = "osc777"\n')
+    bob = connect("bob")
+    args = ("--name", "alice", "--port", str(server.port))
+    term = Terminal(*args, home=tmp_path)
+    try:
+        term.wait(lambda s: "bob" in term.members(), "online with bob")
+        post(bob, ["the deploy is done"])
+        term.wait(lambda s: b"\x1b]777;notify;lobby;" in term.raw, "the notification")
+        assert b"the deploy is done" in term.raw.split(b"\x1b]777;notify;lobby;", 1)[1]
+        assert b"\x07" in term.raw  # the bell
+        term.send("hello log\r")
+        assert bob.expect("msg")["text"] == "hello log"
+        term.wait(lambda s: "<alice> hello log" in s, "our line")
+        assert term.quit() == 0
+    finally:
+        term.close()
+    log = tmp_path / f".local/share/chatclient/logs/127.0.0.1_{server.port}/lobby.log"
+    first = log.read_text().splitlines()
+    assert any(line.endswith("<bob> the deploy is done") for line in first)
+    assert any(line.endswith("<alice> hello log") for line in first)
+
+    again = Terminal(*args, home=tmp_path)
+    try:
+        again.wait(lambda s: "hello log" in s, "the backlog")
+        again.send("\x1b[A", "\x1b[A")  # Up, Up: past /quit, the line typed before
+        again.wait(lambda s: again.rows()[-1].startswith("[lobby] hello log"), "the history")
+        again.send("ctrl-u")
+        assert again.quit() == 0
+    finally:
+        again.close()
+    messages = [line for line in log.read_text().splitlines() if "<" in line]
+    assert len(messages) == len(set(messages)) == 2  # the replayed backlog is not logged again
