@@ -96,6 +96,11 @@ def test_welcome_with_motd_escaped() -> None:
         ("del\x7f", "del\\x7f"),
         ("\u202etxet", "\\u202etxet"),  # right-to-left override
         ("a\u2028b", "a\\u2028b"),
+        ("zero\u200bwidth", "zero\\u{200b}width"),  # invisible: it could hide a word
+        ("\U0001f468\u200d\U0001f469", "\U0001f468\u200d\U0001f469"),  # a joined emoji
+        ("\u0645\u06cc\u200c\u062e", "\u0645\u06cc\u200c\u062e"),  # Persian's non-joiner
+        ("soft\u00adhyphen", "soft\u00adhyphen"),
+        ("\U0001f3f4\U000e0067\U000e0062\U000e007f", "\U0001f3f4\U000e0067\U000e0062\U000e007f"),
     ],
 )
 def test_escape(raw: str, shown: str) -> None:
