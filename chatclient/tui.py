@@ -53,6 +53,7 @@ from chatserver.protocol import (
     Join,
     JoinEvent,
     Leave,
+    LeaveEvent,
     MsgEvent,
     ProtocolError,
     Quit,
@@ -114,6 +115,7 @@ FLASH_SECONDS = 3.0
 REDRAW_INTERVAL = 1 / 30  # at most this many frames a second however busy the rooms are
 WHEEL_ROWS = 3
 TYPING_SECONDS = 60.0  # typed this recently in the pane shown: its mentions need no pop-up
+LIVE_REDRAW = 0.1  # others' lines in the pane shown: ten frames a second at most
 BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
 
@@ -232,7 +234,8 @@ class ChatApp:
         self.search_saved = ""  # the input line put aside while searching
         self.search_from: tuple[int, int] | None = None
         self.found: object = None  # the line the search found: drawn reversed
-        self._redraw_soon = False
+        self._redraw_due: float | None = None
+        self._redraw_timer: asyncio.TimerHandle | None = None
         self.messages = MessageControl(self)
         self.members_control = MemberControl(self)
         self.input = TextArea(
@@ -762,23 +765,35 @@ class ChatApp:
         if state.bell_pending:
             state.bell_pending = False
             self.alert()
+        # A busy room scrolls every row of the screen on each new line, which
+        # prompt_toolkit redraws cell by cell: other people's lines are drawn
+        # at LIVE_REDRAW (news in hidden panes at BACKGROUND_REDRAW), while keys
+        # and our own lines are drawn at once.
         room = getattr(event, "room", None)
-        if room is not None and room != state.current and isinstance(event, MsgEvent | JoinEvent):
-            self.invalidate_soon()  # only a tab's count changes: a few frames a second do
+        if isinstance(event, MsgEvent | JoinEvent | LeaveEvent) and not (
+            isinstance(event, MsgEvent) and state.is_me(event.from_)
+        ):
+            self.invalidate_soon(LIVE_REDRAW if room == state.current else BACKGROUND_REDRAW)
         else:
             self.app.invalidate()
 
-    def invalidate_soon(self) -> None:
-        """Redraw within BACKGROUND_REDRAW seconds, once however many events come."""
-        if self._redraw_soon or not self.app.is_running:
+    def invalidate_soon(self, delay: float) -> None:
+        """Redraw within ``delay`` seconds, once however many events come meanwhile."""
+        if not self.app.is_running:
             return
-        self._redraw_soon = True
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self._redraw_due is not None and self._redraw_due <= due:
+            return
+        if self._redraw_timer is not None:
+            self._redraw_timer.cancel()
+        self._redraw_due = due
 
         def redraw() -> None:
-            self._redraw_soon = False
+            self._redraw_due = self._redraw_timer = None
             self.app.invalidate()
 
-        asyncio.get_running_loop().call_later(BACKGROUND_REDRAW, redraw)
+        self._redraw_timer = loop.call_at(due, redraw)
 
     def alert(self) -> None:
         """A mention or a DM: the bell and a desktop notification, both rate-limited."""
