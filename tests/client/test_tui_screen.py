@@ -87,9 +87,16 @@ def test_newest_line_sits_at_the_bottom_when_lines_wrap(
     term.wait(lambda s: "end6" in s, "the last long message")
     term.settle()
     assert "end6" in term.messages()[-1]
+    # Continuation rows start under the text ("HH:MM <bob> " is 12 columns), words whole.
+    rows = term.messages()
+    last = max(i for i, row in enumerate(rows) if "<bob> long 6" in row)
+    for row in rows[last + 1 :]:
+        assert row.startswith(" " * 12) and row[12] != " ", rows
+        assert row.rstrip().split(" ")[-1] in [*LOREM.split(), "end6"], row
     term.resize(10, 30)
     term.wait(lambda s: "end6" in term.messages()[-1] and term.rows()[0].strip(), "30x10 redrawn")
     assert all(row.strip() for row in term.messages()), term.text()  # full of text, no holes
+    assert not any("│" in row for row in term.rows()[1:-2])  # no member list at 30 columns
     assert term.quit() == 0
 
 
@@ -220,6 +227,8 @@ def test_tab_bar_scrolls_to_keep_the_current_tab_and_shows_hidden_news(
     args = [a for room in rooms for a in ("--room", room)]
     term = terminal(server.port, *args, cols=60)
     term.wait(lambda s: "1:room01" in term.rows()[0] and "»" in term.rows()[0], "cut tabs")
+    term.send("\x1b0")  # Alt-0: pane 10
+    term.wait(lambda s: term.rows()[-1].startswith("[room10]"), "pane 10")
     term.send("\x1bj", "1", "4")  # Alt-J 14
     term.wait(lambda s: "14:room14" in term.rows()[0] and "«" in term.rows()[0], "tab 14")
     post(bob, ["alice: look"], room="room01")
