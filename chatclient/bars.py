@@ -124,4 +124,6 @@ def member_fragments(state: ChatState, width: int, height: int, offset: int) -> 
         out.append(("class:system", f"+{more} more"[:width]))
     if total > len(names) and not more:
         out.append(("class:system", f"+{total - len(names)} not listed"[:width]))
+    if pane.quiet and not more:
+        out.append(("class:system", "\n(big room)"[: width + 1]))
     return out

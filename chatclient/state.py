@@ -104,7 +104,8 @@ class Pane:
     mentioned: bool = False
     activity: Activity = Activity.NONE
     members: dict[str, str] = field(default_factory=dict)  # name_key -> as spelled
-    count: int | None = None  # members the server says there are, when it lists fewer
+    count: int | None = None  # members the server says there are (join, leave and who say)
+    quiet: bool = False  # the server sends no joins and leaves here (a big room): who does
     loaded: bool = False  # its first history arrived: later history is news
     joined: bool = False  # our own join was shown
     # The read marker: how many lines came after it (None: no marker).
@@ -210,7 +211,7 @@ class Pane:
         return self._sorted
 
     def member_count(self) -> int:
-        return max(self.count or 0, len(self.members))
+        return self.count if self.count is not None else len(self.members)
 
     def spoke(self, name: str) -> None:
         key = name_key(name)
@@ -441,6 +442,8 @@ class ChatState:
                 pane = self.pane(event.room)
             if event.id in pane._ids:
                 return
+            if event.from_ and name_key(event.from_) not in pane.members:
+                pane.add_member(event.from_)  # a quiet room's member: speaking shows them
             self._message(pane, self._msg_line(event))
         elif isinstance(event, DmEvent):
             partner = event.to if self.is_me(event.from_) else event.from_
@@ -459,6 +462,8 @@ class ChatState:
             pane = self.panes.get(event.room)
             if pane is not None:
                 pane.set_members(event.names)
+                pane.count = event.count if event.count is not None else len(event.names)
+                pane.quiet = bool(event.quiet)
             if event.ref not in self.quiet_refs:
                 names = ", ".join(event.names) or "nobody"
                 self.note(f"in {event.room} ({len(event.names)}): {names}")
@@ -524,6 +529,15 @@ class ChatState:
         if self.is_me(event.name):
             pane = self.pane(event.room)
             pane.add_member(event.name)
+            if event.members is not None:
+                pane.count = event.members
+            if event.quiet and not pane.quiet:
+                pane.quiet = True
+                text = (
+                    f"{event.room} is a big room ({event.members} members): its joins and "
+                    "leaves are not sent; the member list is refreshed now and then"
+                )
+                self._add(pane, Line(Kind.SYSTEM, event.ts, text))
             if not pane.joined:  # not again for the join of a resume
                 pane.joined = True
                 self._add(pane, Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
@@ -535,7 +549,9 @@ class ChatState:
         if pane is None:
             return
         pane.add_member(event.name)
-        if pane.count is not None:
+        if event.members is not None:
+            pane.count = event.members
+        elif pane.count is not None:
             pane.count += 1
         self._presence(
             pane, event.ts, event.name, f"{event.name} joined {event.room}", joining=True
@@ -550,7 +566,9 @@ class ChatState:
             self.note(f"you left {event.room}")
             return
         pane.drop_member(event.name)
-        if pane.count is not None:
+        if event.members is not None:
+            pane.count = event.members
+        elif pane.count is not None:
             pane.count = max(0, pane.count - 1)
         reason = f" ({event.reason})" if event.reason else ""
         text = f"{event.name} left {event.room}{reason}"

@@ -9,7 +9,15 @@ from chatclient.split import split_text
 from chatclient.state import ChatState, Kind, Line, word_pattern
 from chatclient.view import PaneView
 from chatclient.wrap import wrap
-from chatserver.protocol import DmEvent, HistoryReply, JoinEvent, LeaveEvent, MsgEvent, Welcome
+from chatserver.protocol import (
+    DmEvent,
+    HistoryReply,
+    JoinEvent,
+    LeaveEvent,
+    MsgEvent,
+    Welcome,
+    WhoReply,
+)
 
 TS = "2026-11-24T10:00:00.000Z"
 
@@ -212,3 +220,18 @@ def test_split_text_cuts_between_words_within_the_byte_limit() -> None:
     assert pieces == ["ab cd", "ef gh", "ij"]
     cut = split_text("é" * 10, 5)  # two bytes each: never half a character
     assert all(len(p.encode()) <= 5 for p in cut) and "".join(cut) == "é" * 10
+
+
+def test_a_big_quiet_room_keeps_its_count_and_learns_speakers() -> None:
+    state = ChatState("alice")
+    state.apply(Welcome("alice", 1, "s", ["big"], {}, "tok"))
+    state.apply(JoinEvent(room="big", name="alice", ts=TS, members=5000, quiet=True))
+    pane = state.panes["big"]
+    assert pane.quiet and pane.member_count() == 5000
+    assert any("big room (5000 members)" in ln.text for ln in pane.lines)
+    state.apply(MsgEvent(id=1, ts=TS, room="big", from_="zoe", text="hi"))
+    assert "zoe" in pane.member_names() and pane.member_count() == 5000
+    state.apply(WhoReply(room="big", names=["alice", "bob"], count=4999, quiet=True))
+    assert pane.member_count() == 4999 and pane.member_names() == ["alice", "bob"]
+    shown = text(member_fragments(state, 12, 10, 0))
+    assert shown.startswith("4999 here") and "+4997 not listed" in shown
