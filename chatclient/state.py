@@ -553,6 +553,13 @@ class ChatState:
             pane.count = event.members
         elif pane.count is not None:
             pane.count += 1
+        if event.quiet and not pane.quiet:  # this join made the room big: the last one sent
+            pane.quiet = True
+            text = (
+                f"{event.room} is now a big room ({event.members} members): its joins and "
+                "leaves are no longer sent"
+            )
+            self._add(pane, Line(Kind.SYSTEM, event.ts, text))
         self._presence(
             pane, event.ts, event.name, f"{event.name} joined {event.room}", joining=True
         )
