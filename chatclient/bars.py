@@ -45,9 +45,19 @@ def tab_fragments(state: ChatState, width: int) -> Fragments:
     if sum(map(_width, tabs)) <= width:
         return [f for tab in tabs for f in tab]
     current = next((i for i, p in enumerate(panes) if p.key == state.current), 0)
+    room = width
+    while True:  # the edge markers' widths depend on the window: shrink until all fits
+        out = _window(panes, tabs, current, room)
+        excess = _width(out) - width
+        if excess <= 0 or room <= 0:
+            return clip(out, width)
+        room -= excess
+
+
+def _window(panes: list[Pane], tabs: list[Fragments], current: int, room: int) -> Fragments:
+    """The tabs around ``current`` that fit in ``room`` columns, with the edge markers."""
     first = last = current
     used = _width(tabs[current])
-    room = width - 8  # the two edge markers
     grew = True
     while grew:  # grow right first (newer panes), then left, while they fit
         grew = False
@@ -66,7 +76,7 @@ def tab_fragments(state: ChatState, width: int) -> Fragments:
         out.extend(tab)
     if last + 1 < len(tabs):
         out.append(_edge(panes[last + 1 :], f"{len(tabs) - last - 1}»"))
-    return clip(out, width)
+    return out
 
 
 def _edge(hidden: list[Pane], label: str) -> tuple[str, str]:
@@ -123,7 +133,7 @@ def member_fragments(state: ChatState, width: int, height: int, offset: int) -> 
     if more > 0:
         out.append(("class:system", f"+{more} more"[:width]))
     if total > len(names) and not more:
-        out.append(("class:system", f"+{total - len(names)} not listed"[:width]))
+        out.append(("class:system", f"+{total - len(names)} more"[:width]))
     if pane.quiet and not more:
         out.append(("class:system", "\n(big room)"[: width + 1]))
     return out

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum, StrEnum
 
 from chatserver.commands import COMMANDS, HELP_LINES
@@ -115,8 +116,9 @@ class Pane:
     anchor: tuple[int, int] | None = None
     more_before: bool = True  # the server may hold older messages
     fetching: bool = False  # older history asked for, not yet here
-    speakers: dict[str, float] = field(default_factory=dict)  # name_key -> last spoke (monotonic)
-    joins: dict[str, Line] = field(default_factory=dict)  # hidden joins a first word reveals
+    speakers: dict[str, float] = field(default_factory=dict)  # name_key -> last spoke (epoch s)
+    joins: dict[str, tuple[Line, float]] = field(default_factory=dict)  # hidden joins, and when
+    joined_ts: str | None = None  # our own join: replayed messages before it are not news
     _ids: set[int] = field(default_factory=set)
     _sorted: list[str] | None = None
 
@@ -137,16 +139,23 @@ class Pane:
         if line.id is not None:
             self._ids.add(line.id)
         if self.marker is not None:
-            self.marker += 1
+            self.marker = min(self.marker + 1, len(lines))
         if self.anchor is not None:
-            self.anchor = (self.anchor[0] + 1, self.anchor[1])  # keep the view still
+            below = self.anchor[0] + 1  # keep the view still
+            if below >= len(lines):  # its line fell off the top of the scrollback
+                self.anchor = (len(lines) - 1, 0)
+            else:
+                self.anchor = (below, self.anchor[1])
 
-    def prepend(self, older: list[Line]) -> None:
-        """Lines older than everything here (a history page), oldest first."""
+    def prepend(self, older: list[Line]) -> bool:
+        """Lines older than everything here (a history page), oldest first; False when full."""
         room = (self.lines.maxlen or 0) - len(self.lines)
+        if room <= 0:
+            return False
         older = older[len(older) - room :] if room < len(older) else older
         self.lines.extendleft(reversed(older))
         self._ids.update(line.id for line in older if line.id is not None)
+        return True
 
     def insert_message(self, line: Line) -> bool:
         """A message at its place by id; False when the pane already has it."""
@@ -213,19 +222,40 @@ class Pane:
     def member_count(self) -> int:
         return self.count if self.count is not None else len(self.members)
 
-    def spoke(self, name: str) -> None:
+    def spoke(self, name: str, when: float, window: float) -> None:
+        """``name`` spoke at ``when`` (epoch seconds); ``window``: how long that counts."""
         key = name_key(name)
+        if when < self.speakers.get(key, 0.0):
+            return  # an older message (a history page): the newer one counts
         self.speakers.pop(key, None)
-        self.speakers[key] = time.monotonic()
+        self.speakers[key] = when
         if len(self.speakers) > RECENT_SPEAKERS:
-            del self.speakers[next(iter(self.speakers))]
+            # Forget by age, not by count: a busy big room has many recent speakers.
+            cutoff = time.time() - window
+            for old in [k for k, t in self.speakers.items() if t < cutoff]:
+                del self.speakers[old]
         join = self.joins.pop(key, None)
-        if join is not None:
-            join.quiet = False  # WeeChat's "unmask": a joiner who talks is shown joining
+        if join is not None and when - join[1] <= window:
+            join[0].quiet = False  # WeeChat's "unmask": a joiner who talks is shown joining
 
     def spoke_within(self, name: str, seconds: float) -> bool:
         when = self.speakers.get(name_key(name))
-        return when is not None and time.monotonic() - when <= seconds
+        return when is not None and time.time() - when <= seconds
+
+    def hide_join(self, name: str, line: Line, window: float) -> None:
+        now = time.time()
+        self.joins[name_key(name)] = (line, now)
+        if len(self.joins) > RECENT_SPEAKERS:
+            for old in [k for k, (_, t) in self.joins.items() if now - t > window]:
+                del self.joins[old]
+
+
+def epoch(ts: str) -> float:
+    """Seconds since the epoch of an RFC 3339 timestamp (now, if unparsable)."""
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def dm_key(name: str) -> str:
@@ -273,6 +303,7 @@ class ChatState:
         self.greeted = False  # the first join shows how to get help
         self._dropped = False
         self.quiet_refs: set[object] = set()  # our automatic requests: no line for the answer
+        self.asked_refs: set[object] = set()  # history pages asked for: old, never news
         self.on_line: Callable[[Pane, Line], None] | None = None  # logs new lines to disk
         self._mention_re = self._make_mention_re()
 
@@ -312,10 +343,12 @@ class ChatState:
 
     def switch_index(self, index: int) -> bool:
         """Alt-1 is index 0."""
+        self.previous = ""  # a switch by hand: Alt-A starts over from here
         keys = self.order()
         return 0 <= index < len(keys) and self.switch(keys[index])
 
     def switch_relative(self, step: int) -> bool:
+        self.previous = ""
         keys = self.order()
         if not keys:
             return False
@@ -385,15 +418,15 @@ class ChatState:
         if line.kind is Kind.PRESENCE and line.quiet:
             return
         level = Activity.SYSTEM
-        if line.kind in MESSAGE_KINDS and line.kind is not Kind.OWN:
+        if line.kind in MESSAGE_KINDS and not (line.kind is Kind.OWN or self.is_me(line.nick)):
             level = Activity.MENTION if (line.mention or pane.is_dm) else Activity.MESSAGE
         pane.activity = max(pane.activity, level)
 
     def _message(self, pane: Pane, line: Line, *, news: bool = True) -> None:
         if line.nick:
-            pane.spoke(line.nick)
+            pane.spoke(line.nick, epoch(line.ts), self.filter_seconds)
         self._add(pane, line, news=news)
-        if not news or line.kind is Kind.OWN:
+        if not news or line.kind is Kind.OWN or self.is_me(line.nick):
             return
         if line.mention or pane.is_dm:
             self.bell_pending = True
@@ -423,9 +456,7 @@ class ChatState:
         )
         line = Line(Kind.PRESENCE, ts, text, name, quiet=quiet)
         if quiet and joining:
-            pane.joins[name_key(name)] = line
-            if len(pane.joins) > RECENT_SPEAKERS:
-                del pane.joins[next(iter(pane.joins))]
+            pane.hide_join(name, line, self.filter_seconds)
         self._add(pane, line)
 
     def hidden(self, line: Line) -> bool:
@@ -502,7 +533,11 @@ class ChatState:
                     Kind.ERROR, now_ts(), "some messages here may be missing (the server lost them)"
                 )
             )
-        news = pane.loaded
+        # News: a replay's messages after our own join (a resume's missed ones); never
+        # a page somebody asked for (/history, scrolling up), nor the backlog of a join.
+        asked = event.ref is not None and event.ref in self.asked_refs
+        self.asked_refs.discard(event.ref)
+        joined = pane.joined_ts
         pane.loaded = True
         if not pane.lines or pane.first_id() is None:
             pane.more_before = event.more
@@ -511,15 +546,15 @@ class ChatState:
             return
         first = pane.first_id()
         older = [m for m in fresh if first is not None and m.id < first]
-        if older:
-            # A page from before what is shown (/history, or scrolling up): on top, in order.
-            pane.prepend([self._msg_line(m) for m in older])
-            for m in older:
-                pane.speakers.setdefault(name_key(m.from_), 0.0)
+        # A page from before what is shown (/history, scrolling up) goes on top, in
+        # order; with the scrollback full there is no use fetching more.
+        if older and not pane.prepend([self._msg_line(m) for m in older]):
+            pane.more_before = False
         last = pane.last_id()
         for msg in fresh[len(older) :]:
             line = self._msg_line(msg)
             if last is None or msg.id > last:
+                news = not asked and joined is not None and msg.ts > joined
                 self._message(pane, line, news=news)
                 last = msg.id
             else:
@@ -538,6 +573,8 @@ class ChatState:
                     "leaves are not sent; the member list is refreshed now and then"
                 )
                 self._add(pane, Line(Kind.SYSTEM, event.ts, text))
+            if pane.joined_ts is None:
+                pane.joined_ts = event.ts
             if not pane.joined:  # not again for the join of a resume
                 pane.joined = True
                 self._add(pane, Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
@@ -601,16 +638,27 @@ class ChatState:
                 pane.drop_member(event.old)
                 pane.add_member(event.new)
                 self._add(pane, Line(Kind.SYSTEM, event.ts, text))
-        dm = self.panes.get(dm_key(event.old))
-        if dm is not None:
-            # Keep the conversation: the pane follows the new name, in place.
-            old = dm_key(event.old)
+        old = dm_key(event.old)
+        dm = self.panes.get(old)
+        new = dm_key(event.new)
+        if dm is not None and new != old:
+            # Keep the conversation: the pane follows the new name, in place. A pane
+            # already open for the new name gives its messages to it.
+            other = self.panes.pop(new, None)
             panes = list(self.panes.items())
-            dm.key, dm.title = dm_key(event.new), event.new
-            self.panes = {(dm.key if k == old else k): p for k, p in panes}
+            dm.key, dm.title = new, event.new
+            self.panes = {(new if k == old else k): p for k, p in panes}
+            if other is not None:
+                for line in other.lines:
+                    if line.id is not None:
+                        dm.insert_message(line)
             self._add(dm, Line(Kind.SYSTEM, event.ts, text))
-            if self.current == old:
-                self.current = dm.key
+            if self.current in (old, new):
+                self.current = new
+            if self.previous == old:
+                self.previous = new
+        elif dm is not None:
+            self._add(dm, Line(Kind.SYSTEM, event.ts, text))
 
     # ------------------------------------------------------------- connection
 

@@ -47,6 +47,7 @@ from chatserver.commands import ShowHelp, parse_line
 from chatserver.protocol import (
     DEFAULT_MAX_TEXT,
     Dm,
+    ErrorEvent,
     Event,
     History,
     HistoryReply,
@@ -79,7 +80,7 @@ from .session import (
 )
 from .settings import TuiSettings
 from .split import split_text
-from .state import ChatState, Kind, dm_key
+from .state import ChatState, Kind, Line, dm_key
 from .view import PaneView, notes_frame
 
 STYLE = {
@@ -109,6 +110,7 @@ STYLE = {
     "prompt": "bold",
 }
 HISTORY_PAGE = 100  # messages fetched when scrolling up past the top
+HOLE_PAGE = 500  # messages per page when filling what a cut resume left out
 INPUT_ROWS = 6  # the input line grows to this many rows for long text
 QUIT_WINDOW = 2.0  # seconds for the second Ctrl-C on an empty line
 FLASH_SECONDS = 3.0
@@ -229,12 +231,15 @@ class ChatApp:
         self.question = ""
         self.switch_on_join: set[str] = set()
         self.fetch_refs: dict[object, str] = {}  # older-history requests -> room
+        self.hole_refs: dict[object, int] = {}  # pages of a cut resume -> the id they go back to
         self.flash_text = ""
         self.flash_until = 0.0
         self.last_ctrl_c = 0.0
+        self.quitting = False
         self.searching = False
         self.search_saved = ""  # the input line put aside while searching
-        self.search_from: tuple[int, int] | None = None
+        # Where a search started: the pane, the line at the bottom (None: live), its rows hidden.
+        self.search_from: tuple[str, Line | None, int] = ("", None, 0)
         self.found: object = None  # the line the search found: drawn reversed
         self._redraw_due: float | None = None
         self.who_asked: dict[str, float] = {}  # big rooms: when their list was last asked for
@@ -337,7 +342,9 @@ class ChatApp:
         if not state.smart_filter:
             parts.append(("", " │ filter off"))
         if pane is not None and pane.anchor is not None:
-            parts.append(("class:status.ask", f" ↑ {pane.anchor[0]} more below (Alt-End) "))
+            below = pane.anchor[0]
+            more = f"{below} more below" if below else "scrolled back"
+            parts.append(("class:status.ask", f" ↑ {more} (Alt-End) "))
         if self.flash_text and time.monotonic() < self.flash_until:
             parts.append(("class:status.ask", f" {self.flash_text} "))
         return parts
@@ -445,7 +452,11 @@ class ChatApp:
             text = event.data.replace("\r\n", "\n").replace("\r", "\n")
             lines = [line for line in text.split("\n") if line.strip()]
             if len(lines) > 1:
-                self.ask(f"Send the pasted {len(lines)} lines as {len(lines)} messages?", lines)
+                # Pasted lines are text, never commands (a pasted "/quit" is said), and
+                # each is cut to what the server takes.
+                limit = self.max_text()
+                said = [self._plain(p) for line in lines for p in split_text(line, limit)]
+                self.ask(f"Send the pasted {len(lines)} lines as {len(said)} messages?", said)
             else:
                 self.input.buffer.insert_text(text.strip("\n"))
 
@@ -472,6 +483,8 @@ class ChatApp:
 
     def switch_to(self, switched: bool) -> None:
         if switched:
+            if self.searching:
+                self.end_search(keep=True)
             self.member_offset = 0
             self.found = None
             self.refresh_members(QUIET_SWITCH_REFRESH)
@@ -560,6 +573,7 @@ class ChatApp:
         pane.fetching = True
         ref = self.session.send(History(room=key, before=pane.first_id(), limit=HISTORY_PAGE))
         self.fetch_refs[ref] = key
+        self.state.asked_refs.add(ref)
 
     # ------------------------------------------------------------- search
 
@@ -570,7 +584,11 @@ class ChatApp:
             return
         if not self.searching:
             self.searching = True
-            self.search_from = pane.anchor
+            if pane.anchor is None:
+                self.search_from = (pane.key, None, 0)
+            else:
+                below, skip = pane.anchor
+                self.search_from = (pane.key, pane.lines[len(pane.lines) - 1 - below], skip)
             self.search_saved = self.input.text
             self.input.buffer.reset()
             self.flash("find: type, Ctrl-R older, Enter stay, Esc back")
@@ -587,9 +605,12 @@ class ChatApp:
         pane = self.state.current_pane
         if pane is None or not text:
             return False
-        start = self._found_below(pane) if older else None
-        if not older:
-            start = self.search_from[0] if self.search_from else None
+        if older:
+            start = self._below_of(pane, self.found)
+            if self.found is None and pane.anchor is not None:
+                start = pane.anchor[0]
+        else:  # as you type: from where the search started, its bottom line included
+            start = self._below_of(pane, self.search_from[1])
             start = None if start is None else start - 1
         below = self.view.find(pane, text, start)
         if below is None:
@@ -600,22 +621,25 @@ class ChatApp:
         self.app.invalidate()
         return True
 
-    def _found_below(self, pane: Any) -> int | None:
-        """Lines below the last match, to go on above it; None when nothing was found."""
-        if self.found is None:
-            return pane.anchor[0] if pane.anchor else None
+    @staticmethod
+    def _below_of(pane: Any, line: object) -> int | None:
+        """How many lines are below ``line`` in the pane; None if it is not there."""
+        if line is None:
+            return None
         for index in range(len(pane.lines) - 1, -1, -1):
-            if pane.lines[index] is self.found:
+            if pane.lines[index] is line:
                 return len(pane.lines) - 1 - index
         return None
 
     def end_search(self, *, keep: bool) -> None:
         self.searching = False
-        pane = self.state.current_pane
+        key, line, skip = self.search_from
+        pane = self.state.panes.get(key)
         if not keep:
             self.found = None
-            if pane is not None:
-                pane.anchor = self.search_from
+            if pane is not None:  # back where the search started, in the pane it started in
+                below = self._below_of(pane, line)
+                pane.anchor = None if below is None else (below, skip)
         self.input.buffer.text = self.search_saved
         self.input.buffer.cursor_position = len(self.search_saved)
         self.app.invalidate()
@@ -700,7 +724,7 @@ class ChatApp:
         """A text over max_text: ask to send it as several messages, cut between words."""
         limit = self.max_text()
         if len(line.encode()) <= limit:
-            return False
+            return False  # the text alone is shorter still
         head = ""
         text = line
         lowered = line.lower()
@@ -713,6 +737,8 @@ class ChatApp:
             head, text = "//", line[2:]
         elif line.startswith("/"):
             return False  # other commands: the server's limit answers
+        if len(text.encode()) <= limit:
+            return False
         pieces = split_text(text, limit)
         lines = [head + piece if head else self._plain(piece) for piece in pieces]
         self.ask(f"The text is over {limit} bytes: send it as {len(lines)} messages?", lines)
@@ -749,11 +775,17 @@ class ChatApp:
         return request
 
     def send(self, request: Request) -> None:
-        self.session.send(request)
+        ref = self.session.send(request)
+        if isinstance(request, History):
+            self.state.asked_refs.add(ref)  # old messages: no unread counts, no bells
         if self.session.status is not Status.ONLINE:
             self.state.note("offline: sent when the connection is back")
 
     def quit(self, reason: str | None = None) -> None:
+        if self.quitting:
+            return
+        self.quitting = True
+
         async def bye() -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.session.quit(reason), 2)
@@ -775,7 +807,17 @@ class ChatApp:
             if pane is not None:
                 pane.fetching = False
                 pane.more_before = event.more
+        elif isinstance(event, ErrorEvent) and event.ref in self.fetch_refs:
+            pane = state.panes.get(self.fetch_refs.pop(event.ref))
+            if pane is not None:
+                pane.fetching = False  # PageUp at the top asks again
+        before = None
+        asked = isinstance(event, HistoryReply) and event.ref in state.asked_refs
+        if isinstance(event, HistoryReply) and event.room in state.panes:
+            before = state.panes[event.room].last_id()
         state.apply(event)
+        if isinstance(event, HistoryReply):
+            self._fill_hole(event, None if asked else before)
         if (
             isinstance(event, JoinEvent)
             and state.is_me(event.name)
@@ -838,9 +880,32 @@ class ChatApp:
         """Trouble with a file of ours (logs, history): said once, the chat goes on."""
         self.state.note(message, Kind.ERROR)
 
+    def _fill_hole(self, reply: HistoryReply, last_before: int | None) -> None:
+        """A resume the server cut short (``more`` and newer than all we had): page
+        back with ``history before`` until the pages reach what we had, as the
+        contract asks, so nothing missed while away stays unseen."""
+        stop = self.hole_refs.pop(reply.ref, None) if reply.ref is not None else None
+        if stop is None:
+            if last_before is None:
+                return  # a page asked for, or a first join: nothing was missed
+            stop = last_before
+        if not (reply.more and reply.messages and reply.messages[0].id > stop):
+            return
+        ref = self.session.send(
+            History(room=reply.room, before=reply.messages[0].id, limit=HOLE_PAGE)
+        )
+        self.hole_refs[ref] = stop
+        self.state.asked_refs.add(ref)
+
     def on_status(self, status: Status, detail: str) -> None:
         if detail != "pong":
             self.state.connection(status.value, detail)
+        if status is not Status.ONLINE:
+            # Requests in flight died with the connection: let PageUp ask again.
+            for key in self.fetch_refs.values():
+                if key in self.state.panes:
+                    self.state.panes[key].fetching = False
+            self.fetch_refs.clear()
         self.app.invalidate()
 
     async def _network(self) -> None:

@@ -81,9 +81,21 @@ class PaneView:
 
     # ------------------------------------------------------------- a frame
 
+    def _position(self, pane: Pane, width: int) -> tuple[int, int]:
+        """The anchor, made valid: within the pane, its row offset within its line's
+        block at this width (a resize or a dropped line may have moved both)."""
+        if pane.anchor is None or not pane.lines:
+            return 0, 0
+        below, skip = pane.anchor
+        below = max(0, min(below, len(pane.lines) - 1))
+        size = len(self.block(pane, len(pane.lines) - 1 - below, width))
+        skip = max(0, min(skip, size - 1))
+        pane.anchor = (below, skip)
+        return below, skip
+
     def frame(self, pane: Pane, width: int, height: int) -> Frame:
         lines = pane.lines
-        below, skip = pane.anchor or (0, 0)
+        below, skip = self._position(pane, width)
         index = len(lines) - 1 - below
         up: list[Fragments] = []  # bottom to top
         while index >= 0 and len(up) < height:
@@ -106,7 +118,7 @@ class PaneView:
         if not lines:
             pane.anchor = None
             return True
-        below, skip = pane.anchor or (0, 0)
+        below, skip = self._position(pane, width)
         if rows < 0:
             skip += rows
             while skip < 0:
@@ -133,7 +145,7 @@ class PaneView:
 
     def _clamp_top(self, pane: Pane, width: int, height: int) -> bool:
         """Never show blank rows above the first line while scrolled back."""
-        below, skip = pane.anchor or (0, 0)
+        below, skip = self._position(pane, width)
         lines = pane.lines
         seen = 0
         index = len(lines) - 1 - below
@@ -176,6 +188,8 @@ class PaneView:
         start = len(lines) - 1 - (before + 1 if before is not None else 0)
         for index in range(start, -1, -1):
             line = lines[index]
+            if self.state.hidden(line):
+                continue  # not drawn: nothing to show
             if needle in line.text.casefold() or needle in line.nick.casefold():
                 return len(lines) - 1 - index
         return None

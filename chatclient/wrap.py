@@ -78,6 +78,8 @@ def wrap(prefix: Fragments, body: Fragments, width: int) -> list[Fragments]:
                 col += cw
             if piece:
                 row.append((style, piece))
+    if rows and all(not text.strip() for _, text in row):
+        return rows  # only the indent: a blank that broke the row was the last thing
     rows.append(row)
     return rows
 

@@ -70,7 +70,7 @@ def test_initial_backlog_is_not_unread_but_a_resume_is() -> None:
     state.apply(JoinEvent(room="dev", name="alice", ts=TS))
     state.apply(HistoryReply(room="dev", messages=[msg(1, "old", room="dev")], more=False))
     assert state.panes["dev"].unread == 0
-    state.apply(HistoryReply(room="dev", messages=[msg(5, "missed", room="dev")], more=False))
+    state.apply(HistoryReply(room="dev", messages=[msg(5, "missed", room="dev", ts="2026-11-24T10:05:00.000Z")], more=False))
     assert state.panes["dev"].unread == 1
 
 
