@@ -73,15 +73,18 @@ class Room:
 
     ``members`` are this process's connections; ``remote``, in a cluster, the
     members connected to other processes (name key -> name), sent nothing here.
+    ``quiet``: past ``--quiet-room-size`` members, joins and leaves are told
+    only to whoever joins or leaves (Hub._joined, Hub._left).
     """
 
-    __slots__ = ("by_kind", "members", "name", "remote")
+    __slots__ = ("by_kind", "members", "name", "quiet", "remote")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[Connection, None] = {}  # an ordered set
         self.by_kind: tuple[dict[Connection, None], ...] = tuple({} for _ in _KINDS)
         self.remote: dict[str, str] = {}
+        self.quiet = False
 
     def size(self) -> int:
         return len(self.members) + len(self.remote)
@@ -160,6 +163,11 @@ class Hub:
         self._away: dict[Connection, tuple[asyncio.TimerHandle, str, list[DmEvent]]] = {}
         self._call_later = loop.call_later
         self._dirty: list[Connection] = []  # outboxes with bytes waiting for the flush
+        # A join notice to every member makes a room's filling quadratic: 5 000
+        # joiners were 12.5 M notices. Past this size a room goes quiet; it
+        # is loud again at half of it, so one member coming and going at the
+        # edge cannot make it flap (docs/protocol.md, "Quiet rooms").
+        self._quiet_size = settings.quiet_room_size
         self.limits = {
             "max_frame": settings.max_frame,
             "max_text": settings.max_text,
@@ -552,7 +560,7 @@ class Hub:
         for event in waiting:  # sent while it was away, oldest first
             self.send_event(conn, event)
         for room in kept:
-            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=ts))
+            self.send_event(conn, self._own_join(self.rooms[room], conn.name, ts))
             self._replay(conn, room, hello.since.get(room), None)
         for room in wanted:
             self._add_member(conn, room, ts)
@@ -578,7 +586,7 @@ class Hub:
             room = self._room(room_name)
             room.remote[key] = name
             user.rooms[room_name] = None
-            self.broadcast(room, JoinEvent(room=room_name, name=name, ts=ts))
+            self._joined(room, name, ts, None)
 
     def _detach(self, conn: Connection) -> None:
         """Forget a connection without a word to anyone (its name lives on elsewhere)."""
@@ -606,7 +614,7 @@ class Hub:
             room.remove(ghost)
             room.add(conn)
             conn.rooms[room_name] = None
-            if away is not None:
+            if away is not None and not room.quiet:
                 self._notice(room, AwayEvent(name=conn.name, text="", ts=now_ts()))
         ghost.rooms.clear()
         ghost.key = None  # detach, so its disconnect touches nothing
@@ -656,7 +664,8 @@ class Hub:
         for room_name in conn.rooms:
             room = self.rooms[room_name]
             room.by_kind[conn.kind].pop(conn, None)  # still a member, sent nothing
-            self._notice(room, event)
+            if not room.quiet:  # a quiet room's `who` shows who is away
+                self._notice(room, event)
         log.info("%s: away, the name is kept for %ss", conn, self.settings.name_grace)
 
     def _away_expired(self, conn: Connection) -> None:
@@ -678,21 +687,51 @@ class Hub:
             room.remote.pop(conn.key, None)
         room.add(conn)
         conn.rooms[room_name] = None
-        self.broadcast(room, JoinEvent(room=room_name, name=conn.name, ts=ts or now_ts()))
+        self._joined(room, conn.name, ts or now_ts(), conn)
+
+    def _own_join(self, room: Room, name: str, ts: str) -> JoinEvent:
+        """The joiner's own ``join``: with the room's size, and whether it is quiet."""
+        return JoinEvent(room.name, name, ts, room.size(), True if room.quiet else None)
+
+    def _joined(self, room: Room, name: str, ts: str, joiner: Connection | None) -> None:
+        """Tell a join (its member already added): to every member while the
+        room is small; the join that makes it quiet is the last one they are
+        told (with ``quiet``); after it, only the joiner hears of its join."""
+        if room.quiet:
+            if joiner is not None:
+                self.send_event(joiner, self._own_join(room, name, ts))
+            return
+        size = room.size()
+        if self._quiet_size and size > self._quiet_size:
+            room.quiet = True
+            self.broadcast(room, JoinEvent(room.name, name, ts, size, True))
+            return
+        self.broadcast(room, JoinEvent(room.name, name, ts, size))
+
+    def _left(self, room: Room, event: LeaveEvent) -> None:
+        """Tell the remaining members of a leave (its member already removed).
+        A quiet room tells nobody, until it is down to half its quiet size:
+        then every member is sent the list (``who``), and notices resume."""
+        if not room.quiet:
+            self.broadcast(room, event)
+        elif room.size() <= self._quiet_size // 2:
+            room.quiet = False
+            self.broadcast(room, self._who_reply(room, None))
 
     def _remove_member(
         self, conn: Connection, room_name: str, reason: str, *, tell_leaver: bool
     ) -> None:
         room = self.rooms[room_name]
-        event = LeaveEvent(room=room_name, name=conn.name, ts=now_ts(), reason=reason)
-        if tell_leaver:
-            self.broadcast(room, event)
         room.remove(conn)
         del conn.rooms[room_name]
-        if not room.size():
+        size = room.size()
+        event = LeaveEvent(room_name, conn.name, now_ts(), reason, size)
+        if tell_leaver:
+            self.send_event(conn, event)
+        if not size:
             self._forget_room(room_name)
-        elif not tell_leaver:
-            self.broadcast(room, event)
+        else:
+            self._left(room, event)
 
     def _remove_remote(self, key: str, name: str, room_name: str, reason: str) -> None:
         room = self.rooms.get(room_name)
@@ -701,10 +740,11 @@ class Hub:
         user = self.remote.get(key)
         if user is not None:
             user.rooms.pop(room_name, None)
-        if not room.size():
+        size = room.size()
+        if not size:
             self._forget_room(room_name)
         else:
-            self.broadcast(room, LeaveEvent(room=room_name, name=name, ts=now_ts(), reason=reason))
+            self._left(room, LeaveEvent(room_name, name, now_ts(), reason, size))
 
     def _forget_room(self, room_name: str) -> None:
         del self.rooms[room_name]
@@ -843,7 +883,7 @@ class Hub:
             # Already there: make it the current room and answer as a join would.
             del conn.rooms[room]
             conn.rooms[room] = None
-            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=now_ts()))
+            self.send_event(conn, self._own_join(self.rooms[room], conn.name, now_ts()))
             self._replay(conn, room, None, ref)
             return
         if len(conn.rooms) >= self.settings.max_rooms:
@@ -868,7 +908,7 @@ class Hub:
         user = self.remote.get(key)
         if user is not None:
             user.rooms[room] = None
-        self.broadcast(r, JoinEvent(room=room, name=name, ts=ts or now_ts()))
+        self._joined(r, name, ts or now_ts(), None)
 
     def leave(self, conn: Connection, room: str | None, reason: str | None) -> None:
         self.log.leave(conn, self._member_room(conn, room), reason or "")
@@ -926,11 +966,15 @@ class Hub:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room {room}")
-        names = [m.name for m in room_obj.members]
-        names += room_obj.remote.values()
+        self.send_event(conn, self._who_reply(room_obj, ref))
+
+    def _who_reply(self, room: Room, ref: Ref) -> WhoReply:
+        names = [m.name for m in room.members]
+        names += room.remote.values()
         names.sort(key=str.casefold)
-        away = {m.name: self._away[m][1] for m in room_obj.members if m in self._away}
-        self.send_event(conn, WhoReply(room=room, names=names, ref=ref, away=away or None))
+        away = {m.name: self._away[m][1] for m in room.members if m in self._away}
+        quiet = True if room.quiet else None
+        return WhoReply(room.name, names, ref, away or None, len(names), quiet)
 
     def list_rooms(self, conn: Connection, after: str | None, limit: int, ref: Ref) -> None:
         self.send_pages(conn, self._rooms_pages(conn, after, limit, ref))
@@ -1023,10 +1067,10 @@ class Hub:
         gap = True if since is not None and store.gap_since(since) else None
         try:
             if since is None:
-                if self.settings.backlog <= 0:
+                if self.settings.replay <= 0:
                     yield encode_event(HistoryReply(room, [], False, ref), kind)
                     return
-                msgs, more = store.page(room, bound, self.settings.backlog)
+                msgs, more = store.page(room, bound, self.settings.replay)
                 batches: Iterator[list[MsgEvent]] = iter((msgs,))
             else:
                 # Count what was missed a slice a turn (b"" ends this turn's
