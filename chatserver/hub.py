@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,11 @@ RETRY_MAX = 4.0  # ...up to this, until a commit works again
 AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
+# Hellos handled per loop turn; later ones wait for the next turn (their
+# reading paused). A storm of them (a restart: thousands at once) would
+# otherwise make turns of hundreds of milliseconds, and every message of
+# the members already in waits for the turn to end (docs/performance.md).
+HELLOS_PER_TURN = 32
 _MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's order)
 
 
@@ -168,6 +174,9 @@ class Hub:
         # is loud again at half of it, so one member coming and going at the
         # edge cannot make it flap (docs/protocol.md, "Quiet rooms").
         self._quiet_size = settings.quiet_room_size
+        self._hellos = 0  # hellos since the last flush (HELLOS_PER_TURN)
+        self._hello_queue: deque[Callable[[], None]] = deque()  # hellos for later turns, in order
+        self._releasing = False
         self.limits = {
             "max_frame": settings.max_frame,
             "max_text": settings.max_text,
@@ -240,6 +249,7 @@ class Hub:
         A commit that fails takes its messages back out of every outbox: the
         senders are answered ``unavailable`` instead (persist, then fan out).
         """
+        self._hellos = 0  # a new turn: hellos may be handled again
         if self._committing:
             return  # _committed flushes what waits meanwhile
         dirty = self._dirty
@@ -483,9 +493,35 @@ class Hub:
         Raises ProtocolError (fatal for the caller) when the name is refused
         at once; a cluster's registry may refuse later (``refused_hello``).
         """
+        self._hellos += 1
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
         self.names.claim(conn, hello)  # it checks --max-rooms with the rooms kept
+
+    def may_hello(self) -> bool:
+        """Whether another hello fits in this turn (else it waits: ``wait_hello``)."""
+        # The one being released goes ahead of those still queued behind it.
+        return self._hellos < HELLOS_PER_TURN and (self._releasing or not self._hello_queue)
+
+    def wait_hello(self, release: Callable[[], None]) -> None:
+        """Call ``release`` in a later turn, after the hellos that wait before it."""
+        if not self._hello_queue:
+            self._call_soon(self._next_hellos)
+        self._hello_queue.append(release)
+
+    def _next_hellos(self) -> None:
+        """A turn's share of the waiting hellos (one queue: each is looked at
+        once, not woken every turn to find the budget spent again)."""
+        self._hellos = 0
+        queue = self._hello_queue
+        self._releasing = True
+        try:
+            while queue and self._hellos < HELLOS_PER_TURN:
+                queue.popleft()()
+        finally:
+            self._releasing = False
+        if queue:
+            self._call_soon(self._next_hellos)
 
     @staticmethod
     def same_session(held: str | None, given: str | None) -> bool:

@@ -43,7 +43,7 @@ from .launcher import proc_cpu_seconds
 
 ROOM = "storm"
 BYSTANDERS = 4  # in the room before the storm; the first sends, the second measures
-PING_EVERY = 0.05  # seconds between the bystander's messages (x 5 000 members: 100 000 deliveries/s)
+PING_EVERY = 0.05  # seconds between the bystander's messages (x 5 000 members: 100 000/s)
 SLOW_READ = 0.5  # seconds between reads of the members that are in
 BASELINE = 0.5  # seconds of pings before the storm
 AFTER = 0.5  # seconds of pings after the last client is in
