@@ -1,8 +1,8 @@
 """The ``storm`` scenario: N clients into one room at once, as after a restart.
 
 A few *bystanders* are in the room first; one of them says a message every
-``PING_EVERY`` seconds and another measures how long each takes to reach it
-(one clock, both on the generator), so the figure is what members already in
+``PING_EVERY`` seconds and the others measure how long each takes to reach
+them (one clock: they run in one process of their own), so the figure is what members already in
 the room live through while the storm runs. Then every storm client connects
 at the same moment (no batching: after a restart they all come back within a
 fraction of a second) and the clock runs until every one of them is in (its
@@ -42,8 +42,11 @@ from chatclient.session import backoff_delays
 from .launcher import proc_cpu_seconds
 
 ROOM = "storm"
-BYSTANDERS = 4  # in the room before the storm; the first sends, the second measures
-PING_EVERY = 0.05  # seconds between the bystander's messages (x 5 000 members: 100 000/s)
+BYSTANDERS = 4  # in the room before the storm; the first says, the others measure
+# Seconds between the bystander's messages: each is 5 000 writes (one a member)
+# in a full room, 25-50 ms of the server's CPU here; at 20 a second the room
+# alone would keep the server busy, and the storm would measure that instead.
+PING_EVERY = 0.2
 SLOW_READ = 0.5  # seconds between reads of the members that are in
 BASELINE = 0.5  # seconds of pings before the storm
 AFTER = 0.5  # seconds of pings after the last client is in
@@ -71,11 +74,14 @@ class StormResult:
     bystander_sent: int = 0  # the bystander's messages during the storm
     bystander_lost: int = 0  # of those, never received (the restart's excepted)
     server_cpu_s: float | None = None  # the server's CPU time during the storm
+    gen_cpu_s: float | None = None  # the storm generator's (near in_s: it is the bound)
     # With restart: from SIGTERM until every client is back in.
     restart_back_s: float | None = None
     restart_failed: int | None = None
     restart_tries: int | None = None  # connection attempts, the successful ones included
     restart_bystander_ms: dict[str, float | None] | None = None
+    restart_stop_s: float | None = None  # SIGTERM until the old process exited
+    restart_start_s: float | None = None  # from then until the new one listened
     command: list[str] | None = None
     note: str = ""
 
@@ -123,10 +129,10 @@ class _Storm:
         self.reconnect = False  # after a restart: dropped clients come back
         self.tries = 0
         # Bystander pings: seq -> send time; (send time, latency) of those received.
-        self.sent_at: dict[int, float] = {}
+        self.sent_at: dict[tuple[str, int], float] = {}  # (receiver, seq) -> send time
         self.samples: list[tuple[float, float]] = []
         self.pinger: _Client | None = None
-        self.receiver: _Client | None = None
+        self.receivers: list[_Client] = []
         self.ping_no = 0
         self.pinging = False
         self.got_in = 0  # clients that got in (counted, not searched: thousands of them)
@@ -203,7 +209,7 @@ class _Storm:
         c.state = IN
         self.got_in += 1
         c.delays = None
-        if c is not self.pinger and c is not self.receiver:
+        if c is not self.pinger and c not in self.receivers:
             # Idle members are read now and then, many at a time.
             self.fast.unregister(c.fd)
             self.slow.register(c.fd, select.EPOLLIN)
@@ -235,10 +241,11 @@ class _Storm:
             self._irc_input(c, data)
         else:
             self._chat_input(c, data)
-        if c is self.receiver and c.sock is not None:
+        if c.sock is not None and c in self.receivers:
             now = time.monotonic()
             for m in PING_MARK.finditer(data):
-                sent = self.sent_at.pop(int(m.group(1)), None)
+                key = (c.name, int(m.group(1)))
+                sent = self.sent_at.pop(key, None)
                 if sent is not None:
                     self.samples.append((sent, now - sent))
 
@@ -272,12 +279,14 @@ class _Storm:
         if not self.pinging:
             return
         self.later(PING_EVERY, self._ping)
-        p, r = self.pinger, self.receiver
-        if p is None or r is None or p.state != IN or r.state != IN:
+        p = self.pinger
+        if p is None or p.state != IN or any(r.state != IN for r in self.receivers):
             return  # one of them is reconnecting: nothing to measure
         self.ping_no += 1
         text = f"~P{self.ping_no}~"
-        self.sent_at[self.ping_no] = time.monotonic()
+        now = time.monotonic()
+        for r in self.receivers:
+            self.sent_at[(r.name, self.ping_no)] = now
         if self.proto == "irc":
             self._send(p, f"PRIVMSG #{ROOM} :{text}\r\n".encode())
         else:
@@ -301,7 +310,7 @@ class _Storm:
             wait = min(SLOW_READ, deadline - now)
             if self.timers:
                 wait = min(wait, max(0.0, self.timers[0][0] - now))
-            for fd, ev in self.fast.poll(wait):
+            for fd, ev in self.fast.poll(wait, max(1, len(self.by_fd))):
                 c = self.by_fd.get(fd)
                 if c is None:
                     continue
@@ -318,7 +327,7 @@ class _Storm:
                     self._readable(c)
             if time.monotonic() >= next_slow:
                 next_slow = time.monotonic() + SLOW_READ
-                for fd, _ in self.slow.poll(0):
+                for fd, _ in self.slow.poll(0, max(1, len(self.by_fd))):
                     c = self.by_fd.get(fd)
                     if c is not None:
                         self._readable(c)
@@ -353,7 +362,7 @@ def _bystanders(proto: str, host: str, port: int, pipe: Any) -> None:
     g = _Storm(proto, host, port, 0)
     g.reconnect = True
     by = [_Client(f"by{i}") for i in range(BYSTANDERS)]
-    g.pinger, g.receiver = by[0], by[1]  # read as soon as bytes come
+    g.pinger, g.receivers = by[0], by[1:]  # read as soon as bytes come
     try:
         for c in by:
             g.connect(c)
@@ -408,11 +417,13 @@ def run_storm(
         time.sleep(BASELINE)  # a measuring window: the bystanders chat alone first
         storm = [_Client(f"st{i}") for i in range(clients)]
         cpu0 = proc_cpu_seconds(pid) if pid else None
+        gen0 = time.process_time()
         t0 = time.monotonic()
         for c in storm:
             g.connect(c)
         finished = g.run_until(lambda: g.got_in + g.dead >= clients, timeout)
         t1 = time.monotonic()
+        res.gen_cpu_s = round(time.process_time() - gen0, 2)
         res.in_s = round(t1 - t0, 3) if finished else None
         cpu1 = proc_cpu_seconds(pid) if pid else None
         if cpu0 is not None and cpu1 is not None:
@@ -554,10 +565,16 @@ def measure_storm(
             pin_self(generator_cpus(first.pinned))
 
             def again() -> int:
+                t = time.monotonic()
                 servers[-1].proc.terminate()  # SIGTERM: bye shutdown to everyone
                 servers[-1].proc.wait(30)
+                stopped = time.monotonic()
                 servers.append(ServerProcess(args, pin=pin, port=first.port))
+                timing["restart_stop_s"] = round(stopped - t, 3)
+                timing["restart_start_s"] = round(time.monotonic() - stopped, 3)
                 return servers[-1].pid
+
+            timing: dict[str, float] = {}
 
             res = run_storm(
                 "chat",
@@ -569,6 +586,8 @@ def measure_storm(
                 timeout=timeout,
             )
             res.command = first.command
+            res.restart_stop_s = timing.get("restart_stop_s")
+            res.restart_start_s = timing.get("restart_start_s")
             results.append(res)
         finally:
             for server in servers:
