@@ -38,7 +38,9 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_port: int | None = None  # 5501 when a certificate is given
-    backlog: int = 50  # messages replayed on join
+    replay: int = 50  # messages replayed on join (--replay; --backlog is its old name)
+    listen_backlog: int = 4096  # connections the kernel queues before we accept them
+    quiet_room_size: int = 500  # past this many members a room sends no join/leave notices
     resume_max: int = 1000  # messages a resume replays per room; past that, the newest and `more`
     motd: str | None = None
     name_grace: float = 60.0  # seconds a dropped user's name is kept for its session token
@@ -57,6 +59,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -126,7 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.history_days,
         help="also forget messages older than this many days",
     )
-    add("--backlog", type=int, default=d.backlog, help="messages replayed to a joiner")
+    add(
+        "--replay",
+        "--backlog",  # its old name, kept: beside --listen-backlog it read as the socket's
+        dest="replay",
+        type=int,
+        default=d.replay,
+        help="messages replayed to a joiner (--backlog is an old name for it)",
+    )
+    add(
+        "--listen-backlog",
+        type=_positive_int,
+        default=d.listen_backlog,
+        help="connections the kernel queues for accepting (capped by net.core.somaxconn): "
+        "a reconnect storm waits there instead of being refused",
+    )
+    add(
+        "--quiet-room-size",
+        type=_non_negative_int,
+        default=d.quiet_room_size,
+        help="a room with more members than this sends no join/leave notices "
+        "(who lists them on demand); 0: every room sends them",
+    )
     add(
         "--resume-max",
         type=_positive_int,

@@ -452,6 +452,16 @@ class ConnectionHandler(asyncio.Protocol):
                 self._resume_timer = self.loop.call_soon(self._resume)  # type: ignore[assignment]
                 return
             budget -= 1
+            if self.state is not _REGISTERED and not hub.may_hello():
+                # Enough hellos this turn (a reconnect storm): a later one, in
+                # order. Its hello has come: the deadline for one no longer applies.
+                if self._hello_timer is not None:
+                    self._hello_timer.cancel()
+                    self._hello_timer = None
+                conn.transport.pause_reading()
+                self._held = True
+                hub.wait_hello(self._release)
+                return
             if hub.holding and self.state is _REGISTERED:
                 # The disk is behind: read nothing more until the commit that
                 # runs is done (the batch after it stays bounded).

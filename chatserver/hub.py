@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,11 @@ RETRY_MAX = 4.0  # ...up to this, until a commit works again
 AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
+# Hellos handled per loop turn; later ones wait for the next turn (their
+# reading paused). A storm of them (a restart: thousands at once) would
+# otherwise make turns of hundreds of milliseconds, and every message of
+# the members already in waits for the turn to end (docs/performance.md).
+HELLOS_PER_TURN = 32
 _MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's order)
 
 
@@ -73,15 +79,18 @@ class Room:
 
     ``members`` are this process's connections; ``remote``, in a cluster, the
     members connected to other processes (name key -> name), sent nothing here.
+    ``quiet``: past ``--quiet-room-size`` members, joins and leaves are told
+    only to whoever joins or leaves (Hub._joined, Hub._left).
     """
 
-    __slots__ = ("by_kind", "members", "name", "remote")
+    __slots__ = ("by_kind", "members", "name", "quiet", "remote")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[Connection, None] = {}  # an ordered set
         self.by_kind: tuple[dict[Connection, None], ...] = tuple({} for _ in _KINDS)
         self.remote: dict[str, str] = {}
+        self.quiet = False
 
     def size(self) -> int:
         return len(self.members) + len(self.remote)
@@ -160,6 +169,16 @@ class Hub:
         self._away: dict[Connection, tuple[asyncio.TimerHandle, str, list[DmEvent]]] = {}
         self._call_later = loop.call_later
         self._dirty: list[Connection] = []  # outboxes with bytes waiting for the flush
+        # A join notice to every member makes a room's filling quadratic: 5 000
+        # joiners were 12.5 M notices. Past this size a room goes quiet; it
+        # is loud again at half of it, so one member coming and going at the
+        # edge cannot make it flap (docs/protocol.md, "Quiet rooms").
+        self._quiet_size = settings.quiet_room_size
+        self._hellos = 0  # hellos since the last flush (HELLOS_PER_TURN)
+        # (room, bound, kind) -> (until, frames): the join backlog (_replay_pages).
+        self._replays: dict[tuple[str, int, ClientKind], tuple[float, list[bytes]]] = {}
+        self._hello_queue: deque[Callable[[], None]] = deque()  # hellos for later turns, in order
+        self._releasing = False
         self.limits = {
             "max_frame": settings.max_frame,
             "max_text": settings.max_text,
@@ -232,6 +251,7 @@ class Hub:
         A commit that fails takes its messages back out of every outbox: the
         senders are answered ``unavailable`` instead (persist, then fan out).
         """
+        self._hellos = 0  # a new turn: hellos may be handled again
         if self._committing:
             return  # _committed flushes what waits meanwhile
         dirty = self._dirty
@@ -389,6 +409,7 @@ class Hub:
         what it sent: only this turn's bytes are looked at, all of them from
         this commit."""
         failed = self.store.take_failed()
+        self._replays.clear()  # a backlog made meanwhile may hold them
         now = self._time()
         if self._down_since is None:
             self._down_since = now
@@ -475,9 +496,35 @@ class Hub:
         Raises ProtocolError (fatal for the caller) when the name is refused
         at once; a cluster's registry may refuse later (``refused_hello``).
         """
+        self._hellos += 1
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
         self.names.claim(conn, hello)  # it checks --max-rooms with the rooms kept
+
+    def may_hello(self) -> bool:
+        """Whether another hello fits in this turn (else it waits: ``wait_hello``)."""
+        # The one being released goes ahead of those still queued behind it.
+        return self._hellos < HELLOS_PER_TURN and (self._releasing or not self._hello_queue)
+
+    def wait_hello(self, release: Callable[[], None]) -> None:
+        """Call ``release`` in a later turn, after the hellos that wait before it."""
+        if not self._hello_queue:
+            self._call_soon(self._next_hellos)
+        self._hello_queue.append(release)
+
+    def _next_hellos(self) -> None:
+        """A turn's share of the waiting hellos (one queue: each is looked at
+        once, not woken every turn to find the budget spent again)."""
+        self._hellos = 0
+        queue = self._hello_queue
+        self._releasing = True
+        try:
+            while queue and self._hellos < HELLOS_PER_TURN:
+                queue.popleft()()
+        finally:
+            self._releasing = False
+        if queue:
+            self._call_soon(self._next_hellos)
 
     @staticmethod
     def same_session(held: str | None, given: str | None) -> bool:
@@ -552,7 +599,7 @@ class Hub:
         for event in waiting:  # sent while it was away, oldest first
             self.send_event(conn, event)
         for room in kept:
-            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=ts))
+            self.send_event(conn, self._own_join(self.rooms[room], conn.name, ts))
             self._replay(conn, room, hello.since.get(room), None)
         for room in wanted:
             self._add_member(conn, room, ts)
@@ -578,7 +625,7 @@ class Hub:
             room = self._room(room_name)
             room.remote[key] = name
             user.rooms[room_name] = None
-            self.broadcast(room, JoinEvent(room=room_name, name=name, ts=ts))
+            self._joined(room, name, ts, None)
 
     def _detach(self, conn: Connection) -> None:
         """Forget a connection without a word to anyone (its name lives on elsewhere)."""
@@ -606,7 +653,7 @@ class Hub:
             room.remove(ghost)
             room.add(conn)
             conn.rooms[room_name] = None
-            if away is not None:
+            if away is not None and not room.quiet:
                 self._notice(room, AwayEvent(name=conn.name, text="", ts=now_ts()))
         ghost.rooms.clear()
         ghost.key = None  # detach, so its disconnect touches nothing
@@ -656,7 +703,8 @@ class Hub:
         for room_name in conn.rooms:
             room = self.rooms[room_name]
             room.by_kind[conn.kind].pop(conn, None)  # still a member, sent nothing
-            self._notice(room, event)
+            if not room.quiet:  # a quiet room's `who` shows who is away
+                self._notice(room, event)
         log.info("%s: away, the name is kept for %ss", conn, self.settings.name_grace)
 
     def _away_expired(self, conn: Connection) -> None:
@@ -678,21 +726,51 @@ class Hub:
             room.remote.pop(conn.key, None)
         room.add(conn)
         conn.rooms[room_name] = None
-        self.broadcast(room, JoinEvent(room=room_name, name=conn.name, ts=ts or now_ts()))
+        self._joined(room, conn.name, ts or now_ts(), conn)
+
+    def _own_join(self, room: Room, name: str, ts: str) -> JoinEvent:
+        """The joiner's own ``join``: with the room's size, and whether it is quiet."""
+        return JoinEvent(room.name, name, ts, room.size(), True if room.quiet else None)
+
+    def _joined(self, room: Room, name: str, ts: str, joiner: Connection | None) -> None:
+        """Tell a join (its member already added): to every member while the
+        room is small; the join that makes it quiet is the last one they are
+        told (with ``quiet``); after it, only the joiner hears of its join."""
+        if room.quiet:
+            if joiner is not None:
+                self.send_event(joiner, self._own_join(room, name, ts))
+            return
+        size = room.size()
+        if self._quiet_size and size > self._quiet_size:
+            room.quiet = True
+            self.broadcast(room, JoinEvent(room.name, name, ts, size, True))
+            return
+        self.broadcast(room, JoinEvent(room.name, name, ts, size))
+
+    def _left(self, room: Room, event: LeaveEvent) -> None:
+        """Tell the remaining members of a leave (its member already removed).
+        A quiet room tells nobody, until it is down to half its quiet size:
+        then every member is sent the list (``who``), and notices resume."""
+        if not room.quiet:
+            self.broadcast(room, event)
+        elif room.size() <= self._quiet_size // 2:
+            room.quiet = False
+            self.broadcast(room, self._who_reply(room, None))
 
     def _remove_member(
         self, conn: Connection, room_name: str, reason: str, *, tell_leaver: bool
     ) -> None:
         room = self.rooms[room_name]
-        event = LeaveEvent(room=room_name, name=conn.name, ts=now_ts(), reason=reason)
-        if tell_leaver:
-            self.broadcast(room, event)
         room.remove(conn)
         del conn.rooms[room_name]
-        if not room.size():
+        size = room.size()
+        event = LeaveEvent(room_name, conn.name, now_ts(), reason, size)
+        if tell_leaver:
+            self.send_event(conn, event)
+        if not size:
             self._forget_room(room_name)
-        elif not tell_leaver:
-            self.broadcast(room, event)
+        else:
+            self._left(room, event)
 
     def _remove_remote(self, key: str, name: str, room_name: str, reason: str) -> None:
         room = self.rooms.get(room_name)
@@ -701,10 +779,11 @@ class Hub:
         user = self.remote.get(key)
         if user is not None:
             user.rooms.pop(room_name, None)
-        if not room.size():
+        size = room.size()
+        if not size:
             self._forget_room(room_name)
         else:
-            self.broadcast(room, LeaveEvent(room=room_name, name=name, ts=now_ts(), reason=reason))
+            self._left(room, LeaveEvent(room_name, name, now_ts(), reason, size))
 
     def _forget_room(self, room_name: str) -> None:
         del self.rooms[room_name]
@@ -843,7 +922,7 @@ class Hub:
             # Already there: make it the current room and answer as a join would.
             del conn.rooms[room]
             conn.rooms[room] = None
-            self.send_event(conn, JoinEvent(room=room, name=conn.name, ts=now_ts()))
+            self.send_event(conn, self._own_join(self.rooms[room], conn.name, now_ts()))
             self._replay(conn, room, None, ref)
             return
         if len(conn.rooms) >= self.settings.max_rooms:
@@ -868,7 +947,7 @@ class Hub:
         user = self.remote.get(key)
         if user is not None:
             user.rooms[room] = None
-        self.broadcast(r, JoinEvent(room=room, name=name, ts=ts or now_ts()))
+        self._joined(r, name, ts or now_ts(), None)
 
     def leave(self, conn: Connection, room: str | None, reason: str | None) -> None:
         self.log.leave(conn, self._member_room(conn, room), reason or "")
@@ -926,11 +1005,15 @@ class Hub:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room {room}")
-        names = [m.name for m in room_obj.members]
-        names += room_obj.remote.values()
+        self.send_event(conn, self._who_reply(room_obj, ref))
+
+    def _who_reply(self, room: Room, ref: Ref) -> WhoReply:
+        names = [m.name for m in room.members]
+        names += room.remote.values()
         names.sort(key=str.casefold)
-        away = {m.name: self._away[m][1] for m in room_obj.members if m in self._away}
-        self.send_event(conn, WhoReply(room=room, names=names, ref=ref, away=away or None))
+        away = {m.name: self._away[m][1] for m in room.members if m in self._away}
+        quiet = True if room.quiet else None
+        return WhoReply(room.name, names, ref, away or None, len(names), quiet)
 
     def list_rooms(self, conn: Connection, after: str | None, limit: int, ref: Ref) -> None:
         self.send_pages(conn, self._rooms_pages(conn, after, limit, ref))
@@ -1021,12 +1104,22 @@ class Hub:
         budget = self.settings.max_frame - 512
         # The shared log lost entries after ``since``: this cannot be proven whole.
         gap = True if since is not None and store.gap_since(since) else None
+        cache_key = None
         try:
             if since is None:
-                if self.settings.backlog <= 0:
+                if self.settings.replay <= 0:
                     yield encode_event(HistoryReply(room, [], False, ref), kind)
                     return
-                msgs, more = store.page(room, bound, self.settings.backlog)
+                if ref is None:
+                    # A storm of joiners between two messages is sent one same
+                    # backlog: read and encoded once per kind, not per joiner
+                    # (it was 0.7 ms of each join of a 5 000-client storm).
+                    cache_key = (room, bound, kind)
+                    hit = self._replays.get(cache_key)
+                    if hit is not None and hit[0] > self._time():
+                        yield from hit[1]
+                        return
+                msgs, more = store.page(room, bound, self.settings.replay)
                 batches: Iterator[list[MsgEvent]] = iter((msgs,))
             else:
                 # Count what was missed a slice a turn (b"" ends this turn's
@@ -1053,16 +1146,26 @@ class Hub:
                     since = before - 1
                 batches = (msgs for msgs, _ in _after_pages(store, room, since, bound, cap))
             chunk: list[MsgEvent] = []
+            frames: list[bytes] = []  # kept for the cache
             size = 0
             for msgs in batches:
                 for msg in msgs:
                     msg_size = _msg_size(msg)
                     if chunk and size + msg_size > budget:
-                        yield encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
+                        frame = encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
+                        if cache_key is not None:
+                            frames.append(frame)
+                        yield frame
                         chunk, size, more = [], 0, True
                     chunk.append(msg)
                     size += msg_size
-            yield encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
+            frame = encode_event(HistoryReply(room, chunk, more, ref, gap), kind)
+            if cache_key is not None:
+                frames.append(frame)
+                if len(self._replays) >= REPLAY_CACHE_ROOMS:
+                    self._replays.clear()
+                self._replays[cache_key] = (self._time() + REPLAY_CACHE_S, frames)
+            yield frame
         except HistoryUnavailable as exc:
             yield self._unavailable(conn, exc, ref)
 
@@ -1099,6 +1202,11 @@ def _msg_size(msg: MsgEvent) -> int:
 
 
 REPLAY_READ = 64  # messages a replay reads from the store at a time
+# A backlog made for one joiner serves the next ones for this long, while no
+# message came meanwhile (its bound is the same); a time bound too, for
+# retention by age (--history-days) that removes messages without new ones.
+REPLAY_CACHE_S = 1.0
+REPLAY_CACHE_ROOMS = 64  # backlogs kept at once (a storm is into a few rooms)
 
 
 def _after_pages(

@@ -204,8 +204,11 @@ class Listener:
         self._on_exhausted(self, exc, taken)
 
 
-async def open_sockets(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` names (as ``start_server`` binds)."""
+async def open_sockets(host: str, port: int, backlog: int = 4096) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` names (as ``start_server`` binds).
+
+    ``backlog``: connections the kernel queues until they are accepted.
+    """
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(
@@ -230,15 +233,24 @@ async def open_sockets(host: str, port: int) -> list[socket.socket]:
                 sock.bind(addr)
             except OSError as exc:
                 raise OSError(exc.errno, f"{addr[0]}:{addr[1]}: {exc.strerror}") from None
-            # The kernel's own cap: a burst (everyone reconnecting after a
-            # restart) waits in the queue rather than being dropped.
-            sock.listen(socket.SOMAXCONN)
+            # A burst (everyone reconnecting after a restart) waits in the
+            # queue rather than being dropped; the kernel caps it (somaxconn).
+            sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
         for sock in socks:
             sock.close()
         raise
     return socks
+
+
+def somaxconn() -> int | None:
+    """The kernel's cap on a listen backlog (Linux), or None where unknown."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 # -- the open-file budget

@@ -101,6 +101,11 @@ def render(event: Event, me: str = "") -> list[str]:
         return [f"{clock(event.ts)} <- {e(event.from_)}: {text}"]
     now = clock(getattr(event, "ts", "") or now_ts())
     if isinstance(event, JoinEvent):
+        if event.quiet:  # the last join its members see, or the joiner's own
+            return [
+                f"{now} -- {e(event.name)} joined {e(event.room)} ({event.members} members: "
+                "a quiet room, joins and leaves are not shown; /who lists them)"
+            ]
         return [f"{now} -- {e(event.name)} joined {e(event.room)}"]
     if isinstance(event, LeaveEvent):
         reason = f" ({e(event.reason)})" if event.reason else ""
@@ -119,7 +124,8 @@ def render(event: Event, me: str = "") -> list[str]:
     if isinstance(event, WhoReply):
         away = event.away or {}
         names = " ".join(e(n) + (" (away)" if n in away else "") for n in event.names or ())
-        return [f"{now} -- {e(event.room)}: {names or '(nobody)'}"]
+        count = f" ({event.count} members)" if event.quiet else ""
+        return [f"{now} -- {e(event.room)}{count}: {names or '(nobody)'}"]
     if isinstance(event, RoomsReply):
         listing = ", ".join(f"{e(r.name)} ({e(r.members)})" for r in event.rooms) or "none"
         return [f"{now} -- rooms: {listing}"]

@@ -28,6 +28,7 @@ from .listener import (
     open_file_limits,
     open_sockets,
     raise_open_file_limit,
+    somaxconn,
 )
 from .log import ClusterError
 from .ratelog import RateLimitedLog
@@ -89,7 +90,9 @@ class ChatServer:
         self._spare = SpareDescriptor()
         self._handshakes = asyncio.Semaphore(self.settings.max_handshakes)
         try:
-            for sock in await open_sockets(self.settings.host, self.settings.port):
+            for sock in await open_sockets(
+                self.settings.host, self.settings.port, self.settings.listen_backlog
+            ):
                 self._listen(sock, tls=False)
             self.address = self._listeners[0].address
             if self.cluster is not None:
@@ -100,7 +103,9 @@ class ChatServer:
                 # The same hub, limits and handlers; TLS underneath.
                 port = self.settings.tls_port if self.settings.tls_port is not None else 5501
                 first = len(self._listeners)
-                for sock in await open_sockets(self.settings.host, port):
+                for sock in await open_sockets(
+                    self.settings.host, port, self.settings.listen_backlog
+                ):
                     self._listen(sock, tls=True)
                 self.tls_address = self._listeners[first].address
         except BaseException:
@@ -444,6 +449,15 @@ async def serve(
     warning = fit_warning(settings.max_clients, MAX_REFUSING)
     if warning:
         log.warning("%s", warning)
+    cap = somaxconn()
+    if cap is not None and cap < settings.listen_backlog:
+        # The kernel shortens the queue without a word: a storm past it waits
+        # for SYN retries (1 s, 3 s, ...) instead of queueing.
+        log.warning(
+            "--listen-backlog %d is capped at %d by net.core.somaxconn",
+            settings.listen_backlog,
+            cap,
+        )
     try:
         await stop.wait()
     finally:

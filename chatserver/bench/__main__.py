@@ -8,6 +8,8 @@ Examples::
     python -m chatserver.bench fixed --connect 127.0.0.1:5500
     python -m chatserver.bench bigroom --redis --nodes 2   # two processes sharing one Redis
     python -m chatserver.bench --compare-cluster           # single vs 1 and 2 processes + Redis
+    python -m chatserver.bench storm --clients 5000        # a join storm, then a restart's
+    INSPIRCD=/path/to/inspircd python -m chatserver.bench storm   # and InspIRCd's join storm
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .launcher import raise_nofile
 from .redisproc import redis_server_path
 from .report import Report, dumps, machine, notes, table
 from .runner import Target, measure
-from .scenarios import ALL, SCENARIOS
+from .scenarios import ALL, SCENARIOS, STORM_CLIENTS
+from .storm import inspircd_path, measure_storm, storm_table
 from .sweep import sweep
 
 # Where a sweep starts (messages/s): well below what any server here sustains.
@@ -44,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         # A string, not ["all"]: argparse checks an empty "*" positional's
         # default against the choices as one value, and a list is none of them.
         default="all",
-        choices=[*ALL, "all"],
+        choices=[*ALL, "storm", "all"],
         metavar="SCENARIO",
-        help=f"any of {', '.join(ALL)}, or all (default)",
+        help=f"any of {', '.join(ALL)}, or all (default: all of those); or storm "
+        f"({STORM_CLIENTS} clients into one room at once, then after a restart; "
+        "InspIRCd too when $INSPIRCD or inspircd on PATH)",
     )
     g = p.add_argument_group("scenario numbers (override each scenario's default)")
     g.add_argument("--clients", type=int, help="simulated clients")
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="each scenario (default: bigroom and manyrooms) as a single process, 1 process "
         "+ Redis and --nodes processes + Redis, one after the other, and the comparison",
     )
+    p.add_argument("--no-restart", action="store_true", help="storm: leave out the reconnect storm")
+    p.add_argument("--no-peer", action="store_true", help="storm: leave out InspIRCd")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
@@ -143,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = list(ALL)
     else:
         names = list(dict.fromkeys(args.scenarios))
+    storm = "storm" in names
+    names = [n for n in names if n != "storm"]
     overrides = {
         "clients": args.clients,
         "room_size": args.room_size,
@@ -179,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = [target]
     soft, hard = raise_nofile()
     scenarios = [SCENARIOS[n].with_overrides(**overrides) for n in names]
-    need = max(s.clients for s in scenarios) + 64
+    storm_clients = args.clients or STORM_CLIENTS
+    need = max([s.clients for s in scenarios] + ([storm_clients] if storm else [])) + 64
     if soft != resource.RLIM_INFINITY and soft < need:
         print(
             f"the open-files limit is {soft} (hard {hard}); {need} descriptors are needed "
@@ -224,16 +234,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports.append(rep)
             groups.setdefault(scn.name, []).append(rep)
     summary = compare.summarize(groups) if args.compare_cluster else None
+    storms = []
+    if storm:
+        if args.connect or args.redis:
+            parser.error("storm starts (and restarts) its own single server")
+        peer = None if args.no_peer else inspircd_path()
+        print(
+            f"running storm ({storm_clients} clients into one room"
+            f"{', then a restart' if not args.no_restart else ''}"
+            f"{', and InspIRCd' if peer else ''})",
+            file=sys.stderr,
+        )
+        storms = measure_storm(
+            storm_clients,
+            pin=not args.no_pin,
+            db_memory=args.db_memory,
+            server_args=args.server_arg,
+            restart=not args.no_restart,
+            peer=peer,
+        )
     if args.json:
         print(
             dumps(
                 {"machine": machine(), "results": [r.to_json() for r in reports]}
                 | ({"sweeps": sweeps} if sweeps else {})
                 | ({"compare": summary} if summary is not None else {})
+                | ({"storm": [r.to_json() for r in storms]} if storms else {})
             )
         )
     else:
-        print(table(reports))
+        if reports:
+            print(table(reports))
+        if storms:
+            print(storm_table(storms))
         extra = notes(reports)
         if extra:
             print(extra)

@@ -160,9 +160,10 @@ class ServerProcess:
         pin: bool = True,
         db_memory: bool = False,
         host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> None:
         self.host = host
-        self.port = free_port(host)
+        self.port = port or free_port(host)  # a given one: a restart on the same port
         self.pinned = pin and can_pin()
         self._tmp = tempfile.TemporaryDirectory(prefix="chatbench-")
         self.log_path = Path(self._tmp.name) / "server.log"

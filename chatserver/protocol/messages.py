@@ -189,6 +189,10 @@ class JoinEvent:
     room: str
     name: str
     ts: str
+    members: int | None = None  # the room's size after the join
+    # The room is quiet (past --quiet-room-size): other members' joins and
+    # leaves are not sent; ``who`` lists them on demand.
+    quiet: bool | None = None
 
 
 @dataclass(slots=True)
@@ -198,6 +202,7 @@ class LeaveEvent:
     name: str
     ts: str
     reason: str = ""
+    members: int | None = None  # the room's size after the leave
 
 
 @dataclass(slots=True)
@@ -215,6 +220,8 @@ class WhoReply:
     names: list[str]
     ref: Ref = None
     away: dict[str, str] | None = None  # name -> why, for members who are away
+    count: int | None = None  # len(names): the room's size
+    quiet: bool | None = None  # the room is quiet (see JoinEvent.quiet)
 
 
 @dataclass(slots=True)

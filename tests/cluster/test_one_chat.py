@@ -117,3 +117,36 @@ def test_one_order_every_client_gets_every_message_once_in_id_order(
         sent += c.wait_echoes(rs, timeout=30)
     assert len(set(sent)) == 800
     assert_each_got(clients, "lobby", sent, timeout=30)
+
+
+def test_a_quiet_room_is_quiet_on_every_process(cluster: Callable[..., list[Node]]) -> None:
+    """The room's size counts the members of every process: each process
+    stops telling joins at the same join, and ``who`` lists them all."""
+    a, b = cluster(2, "--quiet-room-size", "2")
+    clients: list[Client] = []
+
+    def join(port: int, name: str) -> Client:
+        client = Client(port)
+        clients.append(client)
+        client.hello(name)
+        return client
+
+    try:
+        alice = join(a.port, "alice")
+        bob = join(b.port, "bob")
+        alice.expect("join", name="bob", members=2)
+        carol = join(b.port, "carol")  # the third: the room goes quiet
+        for member in (alice, bob):
+            assert member.expect("join", name="carol")["quiet"] is True
+        dave = join(a.port, "dave")
+        assert dave.expect("join", name="dave")["members"] == 4
+        carol.send({"type": "say", "text": "after dave"})
+        for member in (alice, bob):
+            event = member.recv()  # no join of dave came first, on either process
+            assert event["type"] == "msg" and event["text"] == "after dave", event
+        bob.send({"type": "who", "ref": "w"})
+        who = bob.expect("who", ref="w")
+        assert who["names"] == ["alice", "bob", "carol", "dave"] and who["quiet"] is True
+    finally:
+        for client in clients:
+            client.close()

@@ -252,6 +252,7 @@ def test_who_sorted(connect):
         "room": "lobby",
         "names": sorted(names, key=str.casefold),
         "ref": "w",
+        "count": 5,
     }
     clients[1].send({"type": "who", "room": "#LOBBY"})
     assert clients[1].expect("who")["names"] == sorted(names, key=str.casefold)
