@@ -105,6 +105,12 @@ class PaneView:
             up.extend(reversed(rows))
             index -= 1
         at_top = index < 0 and len(up) <= height
+        if at_top and len(up) < height and pane.anchor is not None:
+            # Scrolled back with lines gone from the top (a full scrollback): the
+            # first line goes to the top again rather than over blank rows.
+            self._clamp_top(pane, width, height)
+            if pane.anchor != (below, skip):
+                return self.frame(pane, width, height)
         up = up[:height]
         up.reverse()
         # Fewer rows than the window: they sit at the bottom, next to the input, as irssi does.

@@ -70,7 +70,13 @@ def test_initial_backlog_is_not_unread_but_a_resume_is() -> None:
     state.apply(JoinEvent(room="dev", name="alice", ts=TS))
     state.apply(HistoryReply(room="dev", messages=[msg(1, "old", room="dev")], more=False))
     assert state.panes["dev"].unread == 0
-    state.apply(HistoryReply(room="dev", messages=[msg(5, "missed", room="dev", ts="2026-11-24T10:05:00.000Z")], more=False))
+    state.apply(
+        HistoryReply(
+            room="dev",
+            messages=[msg(5, "missed", room="dev", ts="2026-11-24T10:05:00.000Z")],
+            more=False,
+        )
+    )
     assert state.panes["dev"].unread == 1
 
 
@@ -141,8 +147,10 @@ def test_backfill_goes_on_top_and_gaps_are_marked() -> None:
 def test_scroll_holds_still_while_reading_back() -> None:
     state = joined(ChatState("alice"), "lobby")
     pane = state.panes["lobby"]
+    for i in range(1, 6):
+        state.apply(msg(i, "x"))
     pane.anchor = (2, 1)
-    state.apply(msg(1, "x"))
+    state.apply(msg(6, "x"))
     assert pane.anchor == (3, 1)
 
 

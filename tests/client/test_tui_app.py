@@ -84,3 +84,41 @@ def test_name_taken_at_start(server: ThreadServer, connect: Callable[..., Client
             return await ChatApp(config, input=keys, output=DummyOutput()).run()
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_a_resume_cut_short_is_paged_back_to_where_we_were(
+    make_server: Callable[..., ThreadServer],
+) -> None:
+    """The server replays only the newest --resume-max messages of a resume (with ``more``):
+    the app pages back with ``history before`` until nothing missed is left out."""
+    server = make_server(msg_rate=0, resume_max=20)
+    bob = Client(server.port)
+    bob.hello("bob")
+
+    async def scenario() -> list[int]:
+        with create_pipe_input() as keys:
+            config = SessionConfig(name="alice", port=server.port, backoff_base=60.0)
+            chat = ChatApp(config, input=keys, output=DummyOutput(), bell=False)
+            run = asyncio.create_task(chat.run())
+            lobby = lambda: chat.state.panes.get("lobby")  # noqa: E731
+            await until(lambda: lobby() is not None and "bob" in lobby().members)
+            for i in range(1, 6):
+                bob.send({"type": "say", "text": f"before {i}"})
+            await until(lambda: "before 5" in texts(chat, "lobby"))
+            chat.session._abort()  # the network drops; the backoff waits a minute
+            await until(lambda: chat.state.status == "offline")
+            for i in range(1, 301):
+                bob.send({"type": "say", "text": f"missed {i}"})
+            await asyncio.to_thread(bob.expect, "msg", text="missed 300")
+            chat.session.reconnect_now()
+            await until(lambda: "missed 1" in texts(chat, "lobby"), timeout=15)
+            ids = [ln.id for ln in chat.state.panes["lobby"].lines if ln.id is not None]
+            keys.send_text("/quit\r")
+            await asyncio.wait_for(run, 10)
+            return ids
+
+    try:
+        ids = asyncio.run(scenario())
+    finally:
+        bob.close()
+    assert len(ids) == 305 and ids == sorted(set(ids))

@@ -15,6 +15,7 @@ from chatserver.protocol import (
     JoinEvent,
     LeaveEvent,
     MsgEvent,
+    NickEvent,
     Welcome,
     WhoReply,
 )
@@ -235,3 +236,48 @@ def test_a_big_quiet_room_keeps_its_count_and_learns_speakers() -> None:
     assert pane.member_count() == 4999 and pane.member_names() == ["alice", "bob"]
     shown = text(member_fragments(state, 12, 10, 0))
     assert shown.startswith("4999 here") and "+4997 more" in shown
+
+
+def test_a_full_scrollback_or_a_resize_never_leaves_the_view_out_of_bounds() -> None:
+    state = ChatState("alice", scrollback=10)
+    state.apply(Welcome("alice", 1, "s", ["lobby"], {}, "tok"))
+    pane = state.pane("lobby")
+    for i in range(1, 11):
+        state.apply(msg(i))
+    view = PaneView(state, today=lambda: "2026-11-24")
+    view.to_top(pane, 60, 5)
+    for i in range(11, 31):  # the lines in view fall off the top
+        state.apply(msg(i))
+    assert numbers(view.frame(pane, 60, 5).rows) == [21, 22, 23, 24, 25]
+    view.scroll(pane, 4, 60, 5)
+    assert numbers(view.frame(pane, 60, 5).rows) == [21, 22, 23, 24, 25]
+
+    wide = chat("dev")
+    pane = wide.panes["dev"]
+    for i in range(1, 40):
+        wide.apply(msg(i, room="dev"))
+    wide.apply(msg(40, "message 40 " + "word " * 100, room="dev"))
+    for i in range(41, 45):
+        wide.apply(msg(i, room="dev"))
+    view = PaneView(wide, today=lambda: "2026-11-24")
+    view.scroll(pane, 9, 30, 10)
+    view.scroll(pane, 9, 30, 10)  # deep inside message 40's rows at 30 columns
+    before = [text(r) for r in view.frame(pane, 200, 10).rows]  # then the window widens
+    view.scroll(pane, 9, 200, 10)
+    after = [text(r) for r in view.frame(pane, 200, 10).rows]
+    assert after[-1] == before[0]  # a page up from what is shown: no rows skipped
+
+
+def test_own_actions_do_not_ring_and_a_dm_rename_keeps_both_conversations() -> None:
+    state = chat("lobby")
+    state.apply(DmEvent(id=1, ts=TS, from_="bob", to="alice", text="secret plans"))
+    state.open_dm("robert")
+    state.switch("lobby")
+    state.bell_pending, state.alerts = False, []
+    state.apply(DmEvent(id=2, ts=TS, from_="alice", to="bob", text="waves", action=True))
+    assert not state.bell_pending and not state.alerts
+    state.apply(JoinEvent(room="lobby", name="bob", ts=TS))
+    state.apply(NickEvent(old="bob", new="robert", ts=TS))
+    assert "@bob" not in state.panes
+    kept = [ln.text for ln in state.panes["@robert"].lines]
+    assert kept[:2] == ["secret plans", "waves"] and "bob is now known as robert" in kept
