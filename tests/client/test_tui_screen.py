@@ -341,7 +341,7 @@ def test_config_highlight_notify_logs_and_history_across_a_restart(
         post(bob, ["the deploy is done"])
         term.wait(lambda s: b"\x1b]777;notify;lobby;" in term.raw, "the notification")
         assert b"the deploy is done" in term.raw.split(b"\x1b]777;notify;lobby;", 1)[1]
-        assert b"\x07" in term.raw  # the bell
+        term.wait(lambda s: b"\x07" in term.raw.split(b"\x1b]777;notify;", 1)[1], "the bell")
         term.send("hello log\r")
         assert bob.expect("msg")["text"] == "hello log"
         term.wait(lambda s: "<alice> hello log" in s, "our line")
