@@ -66,10 +66,11 @@ RETRY_MAX = 4.0  # ...up to this, until a commit works again
 AWAY_DMS = 100  # direct messages kept for a user whose connection dropped
 # Server-initiated closes after which the client is expected back (its name is kept).
 GRACE_BYES = frozenset({"slow_consumer", "idle"})
-# Hellos handled per loop turn; later ones wait for the next turn (their
-# reading paused). A storm of them (a restart: thousands at once) would
-# otherwise make turns of hundreds of milliseconds, and every message of
-# the members already in waits for the turn to end (docs/performance.md).
+# Hellos handled per loop turn; later ones wait in a queue, in order (their
+# reading paused). In a storm of them (a restart: thousands at once) turns
+# were 20-30 ms each, back to back, and every message of the members already
+# in waited for them; with 32, under 25 ms. 64 brought those turns back
+# (docs/performance.md).
 HELLOS_PER_TURN = 32
 _MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's order)
 

@@ -86,7 +86,7 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": Scenario(
         "idle",
         clients=5000,
-        # One room of 5 000 would make a 12.5 M-event join storm: rooms of 10.
+        # Spread over rooms of 10; idle-room holds them all in one.
         room_size=10,
         senders=0,
         rate=0,

@@ -51,3 +51,19 @@ def test_every_run_pins_its_server_to_cpu_0() -> None:
         assert rep.server_command is not None and rep.server_command[:3] == ["taskset", "-c", "0"]
         assert rep.delivered == rep.expected > 0
         assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.timeout(60)
+def test_storm_lets_everyone_in_and_back_after_a_restart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["storm", "--clients", "60", "--json", "--no-pin", "--no-peer"]
+    argv += ["--server-arg=--quiet-room-size=20"]
+    assert main(argv) == 0
+    (result,) = json.loads(capsys.readouterr().out)["storm"]
+    assert result["server"] == "chatserver" and result["clients"] == 60
+    assert result["in_s"] > 0 and result["failed"] == 0, result
+    assert result["restart_back_s"] > 0 and result["restart_failed"] == 0, result
+    assert result["restart_tries"] >= 60  # each came back at least once, as the client does
+    assert result["baseline_ms"]["p50"] is not None  # the bystanders chatted before it
+    assert result["bystander_lost"] == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chatserver.config import parse_args
-from tests.helpers import Client, ThreadServer
+from tests.helpers import Client, LineClient, ThreadServer
 
 
 @pytest.fixture
@@ -103,6 +103,23 @@ def test_a_quiet_room_down_to_half_its_size_sends_the_list_and_is_loud_again(
         assert join["name"] == "carol" and join["members"] == 3 and "quiet" not in join, join
     _say(carol, "back to normal")
     _next_is_msg_of(b, carol, "back to normal")
+
+
+def test_a_line_client_is_told_the_room_is_quiet(
+    make_server: Callable[..., ThreadServer],
+) -> None:
+    server = make_server(msg_rate=0, quiet_room_size=1)
+    alice = Client(server.port)
+    alice.hello("alice")
+    line = LineClient(server.port)
+    try:
+        line.send("bob\n")
+        line.expect(r"-- bob joined lobby \(2 members: a quiet room, joins and leaves are not")
+        line.send("/who\n")
+        line.expect(r"-- lobby \(2 members\): alice bob")
+    finally:
+        line.close()
+        alice.close()
 
 
 def test_a_storm_of_hellos_all_get_in_while_a_member_chats(
