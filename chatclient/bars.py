@@ -135,5 +135,5 @@ def member_fragments(state: ChatState, width: int, height: int, offset: int) -> 
     if total > len(names) and not more:
         out.append(("class:system", f"+{total - len(names)} more"[:width]))
     if pane.quiet and not more:
-        out.append(("class:system", "\n(big room)"[: width + 1]))
+        out.append(("class:system", "\n(/who)"))
     return out

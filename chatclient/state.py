@@ -490,15 +490,7 @@ class ChatState:
         elif isinstance(event, NickEvent):
             self._nick(event)
         elif isinstance(event, WhoReply):
-            pane = self.panes.get(event.room)
-            if pane is not None:
-                pane.set_members(event.names)
-                pane.count = event.count if event.count is not None else len(event.names)
-                pane.quiet = bool(event.quiet)
-            if event.ref not in self.quiet_refs:
-                names = ", ".join(event.names) or "nobody"
-                self.note(f"in {event.room} ({len(event.names)}): {names}")
-            self.quiet_refs.discard(event.ref)
+            self._who(event)
         elif isinstance(event, RoomsReply):
             listing = ", ".join(f"{r.name} ({r.members})" for r in event.rooms) or "none"
             self.note(f"rooms: {listing}")
@@ -560,6 +552,28 @@ class ChatState:
             else:
                 pane.insert_message(line)  # a hole filled: at its place, not news
 
+    def _who(self, event: WhoReply) -> None:
+        pane = self.panes.get(event.room)
+        count = event.count if event.count is not None else len(event.names)
+        if pane is not None:
+            pane.set_members(event.names)
+            pane.count = count
+            if event.ref is None and pane.quiet and not event.quiet:
+                # Unasked: the room shrank back, its joins and leaves are sent again.
+                pane.quiet = False
+                text = f"{event.room} has {count} members: joins and leaves are shown again"
+                self._add(pane, Line(Kind.SYSTEM, now_ts(), text))
+                return
+            pane.quiet = bool(event.quiet)
+        if event.ref is None or event.ref in self.quiet_refs:
+            self.quiet_refs.discard(event.ref)
+            return
+        if event.quiet:  # thousands of names: the member list has them, not one line
+            self.note(f"{event.room} has {count} members: the member list shows them (F2)")
+            return
+        names = ", ".join(event.names) or "nobody"
+        self.note(f"in {event.room} ({count}): {names}")
+
     def _join(self, event: JoinEvent) -> None:
         if self.is_me(event.name):
             pane = self.pane(event.room)
@@ -569,8 +583,8 @@ class ChatState:
             if event.quiet and not pane.quiet:
                 pane.quiet = True
                 text = (
-                    f"{event.room} is a big room ({event.members} members): its joins and "
-                    "leaves are not sent; the member list is refreshed now and then"
+                    f"{event.room} is a big room ({event.members} members): joins and "
+                    "leaves are not shown; /who lists its members"
                 )
                 self._add(pane, Line(Kind.SYSTEM, event.ts, text))
             if pane.joined_ts is None:

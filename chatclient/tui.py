@@ -117,8 +117,6 @@ FLASH_SECONDS = 3.0
 REDRAW_INTERVAL = 1 / 60  # keys: at most this many frames a second (others: LIVE_REDRAW)
 WHEEL_ROWS = 3
 TYPING_SECONDS = 60.0  # typed this recently in the pane shown: its mentions need no pop-up
-QUIET_REFRESH = 60.0  # seconds between member lists of the big room shown
-QUIET_SWITCH_REFRESH = 10.0  # and on switching to it, unless asked this recently
 LIVE_REDRAW = 0.1  # others' lines in the pane shown: ten frames a second at most
 BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
@@ -242,7 +240,6 @@ class ChatApp:
         self.search_from: tuple[str, Line | None, int] = ("", None, 0)
         self.found: object = None  # the line the search found: drawn reversed
         self._redraw_due: float | None = None
-        self.who_asked: dict[str, float] = {}  # big rooms: when their list was last asked for
         self._redraw_timer: asyncio.TimerHandle | None = None
         self.messages = MessageControl(self)
         self.members_control = MemberControl(self)
@@ -487,24 +484,7 @@ class ChatApp:
                 self.end_search(keep=True)
             self.member_offset = 0
             self.found = None
-            self.refresh_members(QUIET_SWITCH_REFRESH)
         self.app.invalidate()
-
-    def refresh_members(self, older_than: float) -> None:
-        """A big (quiet) room sends no joins and leaves: ask who is there, now and then."""
-        pane = self.state.current_pane
-        if pane is None or not pane.quiet or self.session.status is not Status.ONLINE:
-            return
-        now = time.monotonic()
-        if now - self.who_asked.get(pane.key, -1e9) < older_than:
-            return
-        self.who_asked[pane.key] = now
-        self.state.quiet_refs.add(self.session.send(Who(room=pane.key)))
-
-    async def _refresh_quiet_rooms(self) -> None:
-        while True:
-            await asyncio.sleep(QUIET_REFRESH)
-            self.refresh_members(QUIET_REFRESH)
 
     def toggle_members(self) -> None:
         self.show_members = not self.show_members
@@ -797,10 +777,11 @@ class ChatApp:
 
     def on_event(self, event: Event) -> None:
         state = self.state
-        if isinstance(event, JoinEvent) and state.is_me(event.name):
-            # Our join (also after a reconnect): fetch the member list quietly.
+        if isinstance(event, JoinEvent) and state.is_me(event.name) and not event.quiet:
+            # Our join (also after a reconnect): fetch the member list quietly. Not
+            # in a big room: thousands of names for each of thousands of joiners
+            # after a restart; there /who asks.
             state.quiet_refs.add(self.session.send(Who(room=event.room)))
-            self.who_asked[event.room] = time.monotonic()
         if isinstance(event, HistoryReply) and event.ref in self.fetch_refs:
             self.fetch_refs.pop(event.ref)
             pane = state.panes.get(event.room)
@@ -933,7 +914,6 @@ class ChatApp:
         self.app.create_background_task(self._network())
         self.app.create_background_task(self.session.keepalive())
         self.app.create_background_task(self._first_ping())
-        self.app.create_background_task(self._refresh_quiet_rooms())
         try:
             result = await self.app.run_async()
         finally:

@@ -364,3 +364,28 @@ def test_config_highlight_notify_logs_and_history_across_a_restart(
         again.close()
     messages = [line for line in log.read_text().splitlines() if "<" in line]
     assert len(messages) == len(set(messages)) == 2  # the replayed backlog is not logged again
+
+
+def test_a_big_quiet_room_shows_its_count_and_lists_on_demand(
+    make_server: Callable[..., ThreadServer], terminal: Callable[..., Terminal]
+) -> None:
+    """Issue 15's quiet rooms as the terminal shows them: the count, one line saying why
+    joins and leaves are missing, and /who filling the member list."""
+    server = make_server(msg_rate=0, quiet_room_size=5)
+    crowd = [Client(server.port) for _ in range(6)]
+    try:
+        for i, client in enumerate(crowd):
+            client.hello(f"p{i}")
+        term = terminal(server.port)
+        term.wait(lambda s: "is a big room (7 members)" in s, "the big-room line")
+        assert "(7, big)" in term.status()
+        assert "p3" not in term.members()  # no list until asked for
+        crowd[0].send({"type": "say", "text": "from the crowd"})
+        term.wait(lambda s: "p0" in term.members(), "a speaker listed")
+        term.send("/who\r")
+        term.wait(lambda s: all(f"p{i}" in term.members() for i in range(6)), "the whole list")
+        assert "member list shows them" in term.text()
+        assert term.quit() == 0
+    finally:
+        for client in crowd:
+            client.close()

@@ -281,3 +281,15 @@ def test_own_actions_do_not_ring_and_a_dm_rename_keeps_both_conversations() -> N
     assert "@bob" not in state.panes
     kept = [ln.text for ln in state.panes["@robert"].lines]
     assert kept[:2] == ["secret plans", "waves"] and "bob is now known as robert" in kept
+
+
+def test_a_quiet_room_that_shrinks_back_is_loud_again() -> None:
+    state = ChatState("alice")
+    state.apply(Welcome("alice", 1, "s", ["big"], {}, "tok"))
+    state.apply(JoinEvent(room="big", name="alice", ts=TS, members=600, quiet=True))
+    state.apply(WhoReply(room="big", names=["alice", "bob"], count=2, ref="r1", quiet=True))
+    assert state.panes["big"].lines[-1].text.startswith("big has 2 members: the member list")
+    state.apply(WhoReply(room="big", names=["alice", "bob", "carol"], count=3))  # unasked
+    pane = state.panes["big"]
+    assert not pane.quiet and pane.member_names() == ["alice", "bob", "carol"]
+    assert pane.lines[-1].text == "big has 3 members: joins and leaves are shown again"
