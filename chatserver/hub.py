@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -72,6 +73,7 @@ GRACE_BYES = frozenset({"slow_consumer", "idle"})
 # in waited for them; with 32, under 25 ms. 64 brought those turns back
 # (docs/performance.md).
 HELLOS_PER_TURN = 32
+HELLO_TURN_SECONDS = 0.005  # hellos a turn takes on, after its first
 _MSG = b'{"type":"msg","id":'  # how a JSON msg begins (messages._msg_obj's order)
 
 
@@ -176,6 +178,7 @@ class Hub:
         # edge cannot make it flap (docs/protocol.md, "Quiet rooms").
         self._quiet_size = settings.quiet_room_size
         self._hellos = 0  # hellos since the last flush (HELLOS_PER_TURN)
+        self._hellos_since = 0.0  # when the first of them began
         # (room, bound, kind) -> (until, frames): the join backlog (_replay_pages).
         self._replays: dict[tuple[str, int, ClientKind], tuple[float, list[bytes]]] = {}
         self._hello_queue: deque[Callable[[], None]] = deque()  # hellos for later turns, in order
@@ -497,6 +500,8 @@ class Hub:
         Raises ProtocolError (fatal for the caller) when the name is refused
         at once; a cluster's registry may refuse later (``refused_hello``).
         """
+        if self._hellos == 0:
+            self._hellos_since = time.perf_counter()
         self._hellos += 1
         if conn.kind is ClientKind.JSON:
             conn.session = secrets.token_urlsafe(24)
@@ -505,7 +510,15 @@ class Hub:
     def may_hello(self) -> bool:
         """Whether another hello fits in this turn (else it waits: ``wait_hello``)."""
         # The one being released goes ahead of those still queued behind it.
-        return self._hellos < HELLOS_PER_TURN and (self._releasing or not self._hello_queue)
+        return self._hello_fits() and (self._releasing or not self._hello_queue)
+
+    def _hello_fits(self) -> bool:
+        # By count, and by time: a resume's replay reads and encodes pages of
+        # history, so ten of them in one turn stall everyone else's messages.
+        return self._hellos == 0 or (
+            self._hellos < HELLOS_PER_TURN
+            and time.perf_counter() - self._hellos_since < HELLO_TURN_SECONDS
+        )
 
     def wait_hello(self, release: Callable[[], None]) -> None:
         """Call ``release`` in a later turn, after the hellos that wait before it."""
@@ -520,7 +533,7 @@ class Hub:
         queue = self._hello_queue
         self._releasing = True
         try:
-            while queue and self._hellos < HELLOS_PER_TURN:
+            while queue and self._hello_fits():
                 queue.popleft()()
         finally:
             self._releasing = False

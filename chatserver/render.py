@@ -49,7 +49,7 @@ _ESCAPES = _escape_table()
 # and non-joiner (emoji sequences such as a family, Persian, Indic scripts),
 # the soft hyphen, and the tag characters of flag emoji (a subdivision flag
 # is a black flag, tags, and a cancel tag). Escaping them breaks text.
-_SHAPING = frozenset({"\u00ad", "\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
+SHAPING = frozenset({"\u00ad", "\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 
 
 def escape(text: object) -> str:
@@ -69,7 +69,7 @@ def escape(text: object) -> str:
     # code points, surrogates) is shown by number too, but for the few that
     # only join or shape what is around them and hide nothing.
     return "".join(
-        ch if ch.isprintable() or ch in _SHAPING else f"\\u{{{ord(ch):04x}}}" for ch in text
+        ch if ch.isprintable() or ch in SHAPING else f"\\u{{{ord(ch):04x}}}" for ch in text
     )
 
 

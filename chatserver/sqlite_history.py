@@ -717,14 +717,22 @@ class SQLiteHistory:
         if start > 0:
             return [from_row(row) for row in islice(tail, start, end)], True
         bound = tail[0][0] if tail else self._last_id + 1
-        # From the chunk that holds after_id (the last to start at or before it);
-        # each chunk holds one message at least, so limit + 1 chunks are enough.
-        chunks = self._read.execute(
-            _SELECT_INDEXED + " WHERE r.room = ? AND r.id >= coalesce((SELECT max(id)"
-            " FROM room_ids WHERE room = ? AND id <= ?), 0) AND r.id < ? ORDER BY r.id LIMIT ?",
-            (room, room, after_id, bound, -1 if limit is None else limit + 1),
-        ).fetchall()
-        rows = [row for (msgs,) in chunks for row in loads(msgs) if after_id < row[0] < bound]
+        # From the chunk that holds after_id (the last to start at or before it),
+        # a chunk at a time until there are enough: chunks hold many messages,
+        # and decoding more than a slice needs made each slice of a resume
+        # cost whole megabytes (ten silent resumes stalled the chat 0.6 s).
+        rows: list[Row] = []
+        with contextlib.closing(
+            self._read.execute(
+                _SELECT_INDEXED + " WHERE r.room = ? AND r.id >= coalesce((SELECT max(id)"
+                " FROM room_ids WHERE room = ? AND id <= ?), 0) AND r.id < ? ORDER BY r.id",
+                (room, room, after_id, bound),
+            )
+        ) as cursor:
+            for (chunk,) in cursor:
+                rows.extend(row for row in loads(chunk) if after_id < row[0] < bound)
+                if limit is not None and len(rows) >= limit:
+                    break
         if limit is None or len(rows) < limit:
             rows += islice(tail, 0, None if limit is None else limit - len(rows))
         msgs = [from_row(row) for row in rows[:limit]]
