@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -39,8 +40,14 @@ def test_rooms_dms_who_rooms_nick_history_across_processes(
     assert bob.expect("who", ref="w")["names"] == ["alice", "bob"]
     bob.send({"type": "join", "room": "side", "ref": "j"})
     bob.expect("join", room="side", name="bob")
-    alice.send({"type": "rooms", "ref": "r"})
-    rooms = alice.expect("rooms", ref="r")["rooms"]
+    # n1 learns of bob's join when it reads it from the log, a moment after n2
+    # answered bob: ask until it has (one process's view of another is eventual).
+    deadline = time.monotonic() + 5
+    while True:
+        alice.send({"type": "rooms", "ref": "r"})
+        rooms = alice.expect("rooms", ref="r")["rooms"]
+        if len(rooms) == 2 or time.monotonic() > deadline:
+            break
     assert rooms == [{"name": "lobby", "members": 2}, {"name": "side", "members": 1}]
 
     bob.send({"type": "nick", "name": "robert"})
