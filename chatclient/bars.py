@@ -108,8 +108,8 @@ def member_width(state: ChatState, width: int) -> int:
     pane = state.current_pane
     if width < 50:
         return 0
-    names = pane.member_names() if pane is not None and not pane.is_dm else []
-    longest = max((text_width(escape(n)) for n in names), default=6)
+    drawn = pane is not None and not pane.is_dm
+    longest = pane.longest_name(lambda n: text_width(escape(n))) if drawn else 6
     return max(8, min(longest + 1, 24, width // 5))
 
 

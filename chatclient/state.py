@@ -121,6 +121,7 @@ class Pane:
     joined_ts: str | None = None  # our own join: replayed messages before it are not news
     _ids: set[int] = field(default_factory=set)
     _sorted: list[str] | None = None
+    _longest: int | None = None
 
     def __post_init__(self) -> None:
         self.lines = deque(maxlen=self.scrollback)
@@ -217,7 +218,15 @@ class Pane:
         """Sorted once per change, not per frame: big rooms have thousands."""
         if self._sorted is None:
             self._sorted = sorted(self.members.values(), key=str.casefold)
+            self._longest = None
         return self._sorted
+
+    def longest_name(self, measure: Callable[[str], int]) -> int:
+        """The widest member name by ``measure`` (the member list's width), once per change."""
+        names = self.member_names()
+        if self._longest is None:
+            self._longest = max(map(measure, names), default=6)
+        return self._longest
 
     def member_count(self) -> int:
         return self.count if self.count is not None else len(self.members)

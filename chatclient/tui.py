@@ -117,7 +117,7 @@ FLASH_SECONDS = 3.0
 REDRAW_INTERVAL = 1 / 60  # keys: at most this many frames a second (others: LIVE_REDRAW)
 WHEEL_ROWS = 3
 TYPING_SECONDS = 60.0  # typed this recently in the pane shown: its mentions need no pop-up
-LIVE_REDRAW = 0.1  # others' lines in the pane shown: ten frames a second at most
+LIVE_REDRAW = 0.15  # others' lines in the pane shown: under seven frames a second
 BACKGROUND_REDRAW = 0.25  # news in panes not shown: the tab bar catches up this often
 
 
