@@ -25,10 +25,10 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)
-	# The server and client suites again, on the durable SQLite history (not
-	# the terminal and benchmark runs of the client: they test drawing, not storage).
-	CHATSERVER_TEST_HISTORY=sqlite $(BIN)/python -m pytest -q tests/server tests/client tests/test_smoke.py \
-		--ignore=tests/client/test_tui_screen.py --ignore=tests/client/test_bench.py $(ARGS)
+	# The server suite again on the durable SQLite history, with the client
+	# tests that resume across restarts and servers (the rest test drawing).
+	CHATSERVER_TEST_HISTORY=sqlite $(BIN)/python -m pytest -q tests/server tests/test_smoke.py \
+		tests/client/test_reconnect.py tests/client/test_servers.py tests/client/test_tui_app.py $(ARGS)
 	# And the server suite on a one-process cluster: the same contract through
 	# Redis (skipped, in one line, without redis-server; CI requires it).
 	CHATSERVER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/server tests/test_smoke.py $(ARGS)
