@@ -107,8 +107,6 @@ class Pane:
     members: dict[str, str] = field(default_factory=dict)  # name_key -> as spelled
     count: int | None = None  # members the server says there are (join, leave and who say)
     quiet: bool = False  # the server sends no joins and leaves here (a big room): who does
-    loaded: bool = False  # its first history arrived: later history is news
-    joined: bool = False  # our own join was shown
     # The read marker: how many lines came after it (None: no marker).
     marker: int | None = None
     # The view when scrolled back: (lines below the bottom line, rows of that
@@ -539,7 +537,6 @@ class ChatState:
         asked = event.ref is not None and event.ref in self.asked_refs
         self.asked_refs.discard(event.ref)
         joined = pane.joined_ts
-        pane.loaded = True
         if not pane.lines or pane.first_id() is None:
             pane.more_before = event.more
         fresh = [m for m in event.messages if not pane.has(m.id)]
@@ -596,10 +593,8 @@ class ChatState:
                     "leaves are not shown; /who lists its members"
                 )
                 self._add(pane, Line(Kind.SYSTEM, event.ts, text))
-            if pane.joined_ts is None:
+            if pane.joined_ts is None:  # not again for the join of a resume
                 pane.joined_ts = event.ts
-            if not pane.joined:  # not again for the join of a resume
-                pane.joined = True
                 self._add(pane, Line(Kind.SYSTEM, event.ts, f"you joined {event.room}"))
                 if not self.greeted:
                     self.greeted = True
